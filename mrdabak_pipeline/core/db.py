@@ -173,9 +173,11 @@ _MESSAGE_COLS = ["id", "session_id", "role", "content", "order_state", "created_
 
 
 def _window_bounds(engine: Engine, start: datetime, end: datetime) -> tuple[Any, Any]:
-    # SQLite compares the stored ISO text; bind the same format SQLAlchemy writes.
+    # SQLite compares the stored text. Day bounds without microseconds sort at or before both
+    # "YYYY-MM-DD HH:MM:SS" and SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff" of the same instant,
+    # which is what a half-open [start, end) window needs.
     if engine.dialect.name == "sqlite":
-        return start.isoformat(sep=" "), end.isoformat(sep=" ")
+        return start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S")
     return start, end
 
 
@@ -256,7 +258,9 @@ def count_sessions_since(engine: Engine, after: datetime, statuses: tuple[str, .
 
     One indexed aggregate (`created_at` is indexed): cheap enough for a sensor tick.
     """
-    lo = after.isoformat(sep=" ") if engine.dialect.name == "sqlite" else after
+    # Strictly after: with microseconds, so a stored "…:59" or "…:59.000000" equal to `after` is
+    # excluded whichever of the two formats the writer used.
+    lo = after.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else after
     created = cast(session_table.c.created_at, Text) if engine.dialect.name == "sqlite" else session_table.c.created_at
     q = select(func.count(), func.max(session_table.c.created_at)).where(created > lo)
     if statuses:

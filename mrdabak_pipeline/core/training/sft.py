@@ -1,0 +1,493 @@
+"""Supervised fine-tuning with TRL's SFTTrainer and peft LoRA (or a full fine-tune).
+
+One function, `train_sft`, used by the Dagster Pipes script (`external/train_entry.py`), the
+``mrdabak finetune-hf`` CLI and the tests, so the three never drift apart. Pure: no Dagster import;
+progress goes to a plain ``log`` callable (the Pipes script passes ``pipes.log.info``).
+
+Choices that matter:
+- Loss on assistant tokens only. Bases whose chat template has ``{% generation %}`` markers (the
+  `tiny` base; TRL also patches some well-known templates) train on ``messages`` with
+  ``assistant_only_loss``; any other base gets the conversational prompt/completion format, one
+  example per assistant turn, which TRL masks with ``completion_only_loss``.
+- bf16 on a GPU that supports it, fp32 otherwise; activation checkpointing only on a GPU (on CPU it
+  costs ~20% and saves memory we do not need).
+- Checkpoints go to ``<output>/checkpoints``; a re-run with the same output folder resumes from the
+  last one, so a retried Dagster run does not start over.
+- A random-init base (tiny) trained with LoRA must also train ``lm_head``: a frozen random output
+  layer bounds the logits and the model learns only the JSON shape, not the values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from mrdabak_pipeline.core.training.smollm2 import ensure_smollm2
+from mrdabak_pipeline.core.training.tiny import build_tiny_base, is_random_init
+
+Log = Callable[[str], None]
+Throughput = Literal["plain", "packed", "grouped"]
+
+TINY = "tiny"
+SMOLLM2 = "smollm2-135m"
+
+
+@dataclass
+class TrainParams:
+    """Every knob of a local fine-tune. Defaults are the measured `tiny` demo settings.
+
+    For a real pretrained base on a GPU start from ``learning_rate=1e-4, epochs=3, batch_size=4,
+    use_lora=True`` (the guide's flags).
+    """
+
+    base_model: str = TINY
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    #: None = automatic: ``["lm_head"]`` for a random-init base, nothing for a pretrained one.
+    modules_to_save: list[str] | None = None
+    epochs: float = 15.0
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    lr_scheduler: str = "cosine"
+    #: a float < 1 is a ratio of the total steps, >= 1 a number of steps (TRL/transformers semantics).
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    max_length: int = 1024
+    seed: int = 42
+    grad_accum: int = 1
+    num_threads: int = 1
+    #: "plain" = TRL defaults (no packing, pad to the longest in the batch); "packed" = best-fit
+    #: packing with padding-free batches; "grouped" = length-grouped batches (less padding).
+    throughput: Throughput = "plain"
+    logging_steps: int = 5
+    #: checkpoint every N optimizer steps; 0 = at the end of every epoch.
+    save_steps: int = 0
+    save_total_limit: int = 2
+    evaluate: bool = True
+    resume: bool = True
+    merge: bool = False
+    max_steps: int = -1
+    #: None = on for CUDA, off for CPU.
+    gradient_checkpointing: bool | None = None
+    tiny_vocab_size: int = 4096
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainParams:
+        """Build from a JSON-like dict (Pipes extras, run config); unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training parameters: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def device_info() -> dict[str, Any]:
+    """Where training will run and in which precision: CUDA (bf16 if supported) else CPU fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        return {"device": "cuda", "device_name": torch.cuda.get_device_name(0), "bf16": bf16}
+    return {"device": "cpu", "device_name": "cpu", "bf16": False}
+
+
+def load_dialogs(dataset_path: str | Path) -> Any:
+    """The ``DatasetDict`` saved by the `huggingface_dataset` asset, reduced to its ``messages`` column."""
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(dataset_path))
+    if not isinstance(ds, DatasetDict) or "train" not in ds:
+        raise ValueError(f"{dataset_path}: expected a DatasetDict with a 'train' split")
+    for name, split in ds.items():
+        if "messages" not in split.column_names:
+            raise ValueError(f"{dataset_path}: split {name!r} has no 'messages' column")
+    if len(ds["train"]) == 0:
+        raise ValueError(f"{dataset_path}: the train split is empty")
+    return DatasetDict({k: v.select_columns(["messages"]) for k, v in ds.items()})
+
+
+def _clean_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Only role/content: OpenAI-format extras (``weight``, null fields from Arrow) confuse templates."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def resolve_base_model(name: str, models_dir: str | Path, train_dialogs: Sequence[Sequence[dict]], *,
+                       tiny_vocab_size: int = 4096, seed: int = 0) -> str:
+    """Turn ``base_model`` into something ``from_pretrained`` loads, absolute when local.
+
+    ``tiny`` is built from the training dialogs into ``models_dir/tiny-<fingerprint>`` (immutable:
+    adapters keep pointing at the base they were trained on); ``smollm2-135m`` is converted from
+    its GGUF once; an existing folder is made absolute (adapter_config.json stores it verbatim);
+    anything else is treated as a Hugging Face model id (needs a populated cache or network).
+    """
+    models_dir = Path(models_dir)
+    if name == TINY:
+        return str(build_tiny_base(train_dialogs, models_dir, vocab_size=tiny_vocab_size, seed=seed))
+    if name == SMOLLM2:
+        return str(ensure_smollm2(models_dir))
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().absolute())
+    return name
+
+
+def supports_assistant_mask(tokenizer: Any) -> bool:
+    """True when TRL can compute an assistant-token mask from this tokenizer's chat template."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return False
+    if has_generation_markers(template):
+        return True
+    try:
+        return get_training_chat_template(tokenizer) is not None
+    except Exception:  # unsupported template: TRL raises; fall back to prompt/completion
+        return False
+
+
+def to_prompt_completion(split: Any) -> Any:
+    """One conversational prompt/completion example per assistant turn (loss on that turn only)."""
+    from datasets import Dataset
+
+    rows: dict[str, list] = {"prompt": [], "completion": []}
+    for messages in split["messages"]:
+        msgs = _clean_messages(messages)
+        for i, m in enumerate(msgs):
+            if m["role"] == "assistant" and i > 0:
+                rows["prompt"].append(msgs[:i])
+                rows["completion"].append([m])
+    return Dataset.from_dict(rows)
+
+
+def _as_messages(split: Any) -> Any:
+    return split.map(lambda ex: {"messages": _clean_messages(ex["messages"])})
+
+
+def _throughput_args(mode: Throughput) -> dict[str, Any]:
+    if mode == "plain":
+        return {"packing": False, "padding_free": False}
+    if mode == "packed":
+        return {"packing": True, "packing_strategy": "bfd"}
+    if mode == "grouped":
+        return {"packing": False, "train_sampling_strategy": "group_by_length"}
+    raise ValueError(f"unknown throughput mode {mode!r}: plain, packed or grouped")
+
+
+def make_progress_callback(log: Log, history: list[dict[str, Any]]) -> Any:
+    """A TrainerCallback that streams step/loss/lr/tokens-per-second lines and keeps the numbers."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self._t: float | None = None
+            self._tokens: float = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self._t, self._tokens = time.perf_counter(), 0.0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = dict(logs or {})
+            now = time.perf_counter()
+            row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
+            if "loss" in logs:
+                tokens = float(logs.get("num_tokens", 0.0))
+                dt = now - (self._t or now)
+                dtok = tokens - self._tokens if tokens >= self._tokens else tokens
+                tps = dtok / dt if dt > 0 else 0.0
+                self._t, self._tokens = now, tokens
+                row |= {"loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0.0)),
+                        "tokens_per_s": round(tps, 1)}
+                log(f"step {state.global_step}/{state.max_steps} epoch {row['epoch']:.2f} "
+                    f"loss {row['loss']:.4f} lr {row['learning_rate']:.2e} tok/s {tps:.0f}")
+            elif "eval_loss" in logs:
+                row["eval_loss"] = float(logs["eval_loss"])
+                log(f"eval step {state.global_step} epoch {row['epoch']:.2f} eval_loss {row['eval_loss']:.4f}")
+            else:
+                return
+            history.append(row)
+
+    return _Progress()
+
+
+def plot_loss_curve(log_history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Train and validation loss against the optimizer step, as a PNG (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+    val = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if val:
+        ax.plot(*zip(*val, strict=True), marker="o", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "fine-tuning loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder, or None (a fresh start)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint_dir = Path(checkpoint_dir)
+    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+
+
+def train_sft(
+    params: TrainParams,
+    dataset_path: str | Path,
+    output_dir: str | Path,
+    models_dir: str | Path,
+    *,
+    log: Log = print,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Fine-tune ``params.base_model`` on the dataset; write the model to ``output_dir/model``.
+
+    Returns a JSON-able result: ``base_model``, absolute ``base_model_path``, ``model_path``,
+    ``is_adapter``, optional ``merged_path``, ``loss_curve_path`` and ``metrics`` (losses,
+    tokens/s, wall time, device, sizes, hyperparameters). Raises on bad data or a failed run.
+    """
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, params.num_threads))
+    output_dir = Path(output_dir).absolute()
+    ckpt_dir = output_dir / "checkpoints"
+    model_dir = output_dir / "model"
+    dev = device_info()
+    log(f"device {dev['device']} ({dev['device_name']}), bf16={dev['bf16']}, threads={params.num_threads}")
+
+    ds = load_dialogs(dataset_path)
+    train_messages = [_clean_messages(m) for m in ds["train"]["messages"]]
+    base_path = resolve_base_model(params.base_model, models_dir, train_messages,
+                                   tiny_vocab_size=params.tiny_vocab_size, seed=params.seed)
+    log(f"base model {params.base_model} -> {base_path}")
+    dtype = torch.bfloat16 if dev["bf16"] else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+
+    assistant_mask = supports_assistant_mask(tokenizer)
+    if assistant_mask:
+        train_ds = _as_messages(ds["train"])
+        eval_split = ds.get("validation")
+        eval_ds = _as_messages(eval_split) if eval_split is not None and len(eval_split) else None
+    else:
+        train_ds = to_prompt_completion(ds["train"])
+        eval_split = ds.get("validation")
+        eval_ds = to_prompt_completion(eval_split) if eval_split is not None and len(eval_split) else None
+    if not params.evaluate:
+        eval_ds = None
+
+    peft_config = None
+    random_base = is_random_init(base_path)
+    if params.use_lora:
+        modules_to_save = params.modules_to_save
+        if modules_to_save is None:
+            modules_to_save = ["lm_head"] if random_base else None
+        peft_config = LoraConfig(
+            r=params.lora_r,
+            lora_alpha=params.lora_alpha,
+            lora_dropout=params.lora_dropout,
+            target_modules=params.target_modules,
+            modules_to_save=modules_to_save,
+            task_type="CAUSAL_LM",
+        )
+
+    on_cuda = dev["device"] == "cuda"
+    grad_ckpt = on_cuda if params.gradient_checkpointing is None else params.gradient_checkpointing
+    save_kwargs: dict[str, Any] = (
+        {"save_strategy": "steps", "save_steps": params.save_steps} if params.save_steps > 0
+        else {"save_strategy": "epoch"}
+    )
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accum,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup,
+        weight_decay=params.weight_decay,
+        max_length=params.max_length,
+        seed=params.seed,
+        data_seed=params.seed,
+        assistant_only_loss=assistant_mask,
+        completion_only_loss=None if assistant_mask else True,
+        bf16=dev["bf16"],
+        use_cpu=not on_cuda,
+        gradient_checkpointing=grad_ckpt,
+        logging_steps=params.logging_steps,
+        eval_strategy="epoch" if eval_ds is not None else "no",
+        save_total_limit=params.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **save_kwargs,
+        **_throughput_args(params.throughput),
+        **params.extra,
+    )
+    history: list[dict[str, Any]] = []
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[make_progress_callback(log, history), *callbacks],
+    )
+    resume_from = last_checkpoint(ckpt_dir) if params.resume else None
+    if resume_from:
+        log(f"resuming from {resume_from}")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t_train = time.perf_counter()
+    train_out = trainer.train(resume_from_checkpoint=resume_from)
+    train_wall = time.perf_counter() - t_train
+
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    merged_path = None
+    if params.merge and params.use_lora:
+        merged_path = output_dir / "merged"
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(merged_path))
+        tokenizer.save_pretrained(str(merged_path))
+        log(f"merged model saved to {merged_path}")
+
+    eval_loss = None
+    if eval_ds is not None:
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+    train_losses = [r["loss"] for r in history if "loss" in r]
+    tps = [r["tokens_per_s"] for r in history if r.get("tokens_per_s")]
+    total_tokens = float(trainer._total_train_tokens) if hasattr(trainer, "_total_train_tokens") else 0.0
+    curve = plot_loss_curve(history, output_dir / "loss_curve.png",
+                            title=f"{params.base_model} {'LoRA' if params.use_lora else 'full'} SFT")
+    (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    metrics: dict[str, Any] = {
+        "train_loss": float(train_out.training_loss),
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "eval_loss": eval_loss,
+        "global_step": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "train_examples": len(train_ds),
+        "eval_examples": len(eval_ds) if eval_ds is not None else 0,
+        "trained_tokens": total_tokens,
+        "tokens_per_s": round(total_tokens / train_wall, 1) if train_wall > 0 and total_tokens else
+        (round(sum(tps) / len(tps), 1) if tps else None),
+        "train_wall_s": round(train_wall, 2),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "resumed_from": Path(resume_from).name if resume_from else None,
+        "trainable_params": int(n_trainable),
+        "model_size_bytes": _dir_size(model_dir),
+        "loss_mask": "assistant_only" if assistant_mask else "completion_only",
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
+        **dev,
+        "num_threads": params.num_threads,
+    }
+    if any(math.isnan(v) for v in train_losses):
+        raise RuntimeError("training diverged: NaN loss")
+    log(f"done: {metrics['global_step']} steps, train_loss {metrics['train_loss']:.4f}, "
+        f"eval_loss {eval_loss}, {metrics['tokens_per_s']} tok/s, {metrics['train_wall_s']} s")
+    return {
+        "base_model": params.base_model,
+        "base_model_path": base_path,
+        "model_path": str(model_dir),
+        "is_adapter": bool(params.use_lora),
+        "merged_path": str(merged_path) if merged_path else None,
+        "loss_curve_path": str(curve),
+        "log_history": history,
+        "params": params.to_dict(),
+        "metrics": metrics,
+    }
+
+
+def load_model_for_inference(path: str | Path, is_adapter: bool, base_model_path: str | None = None,
+                             *, device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) ready for ``generate`` from a `fine_tuned_model` value's fields.
+
+    ``is_adapter``: a PEFT adapter folder is loaded with ``AutoPeftModelForCausalLM`` (its
+    adapter_config.json names the base; ``base_model_path`` overrides it when the base moved).
+    Otherwise ``path`` is a full model folder (a full fine-tune, a merged export, or a base model
+    itself — pass ``base_model_path`` as ``path`` with ``is_adapter=False`` to evaluate the base).
+    The tokenizer (with its chat template) is read from ``path``, where training saved it.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    path = str(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if is_adapter:
+        if base_model_path:
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=dtype)
+            model = PeftModel.from_pretrained(base, path)
+        else:
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched generation continues each prompt from its end
+    return model, tokenizer
+
+
+def generate_reply(model: Any, tokenizer: Any, messages: Sequence[dict[str, str]], max_new_tokens: int = 256) -> str:
+    """Greedy assistant reply to a conversation (the prompt ends with the assistant header)."""
+    import torch
+
+    enc = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                        return_dict=True, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def env_threads(default: int = 1) -> int:
+    """``MRDABAK_TORCH_THREADS`` if set: one knob for CI and busy shared machines."""
+    return int(os.environ.get("MRDABAK_TORCH_THREADS", default))
