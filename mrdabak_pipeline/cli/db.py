@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from datetime import date
 
-from mrdabak_pipeline.core.db import create_schema, make_engine
+from sqlalchemy import func, inspect, select
+
+from mrdabak_pipeline.core.db import create_schema, make_engine, session_table
 from mrdabak_pipeline.core.seed import seed_database
 
 
@@ -18,6 +20,12 @@ def _init_db(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     engine = make_engine(args.db_url)
+    if args.if_empty and inspect(engine).has_table(session_table.name):
+        with engine.connect() as conn:
+            existing = conn.execute(select(func.count()).select_from(session_table)).scalar_one()
+        if existing:
+            print(f"raw DB already holds {existing} sessions: not seeding (--if-empty)")
+            return 0
     summary = seed_database(
         engine, sessions=args.sessions, days=args.days, seed=args.seed,
         end_date=date.fromisoformat(args.end_date) if args.end_date else None, damage_rate=args.damage_rate,
@@ -42,4 +50,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--end-date", default=None, help="last day (YYYY-MM-DD, default: yesterday in Seoul)")
     p.add_argument("--damage-rate", type=float, default=0.05, help="share of sessions damaged like old rows")
+    p.add_argument("--if-empty", action="store_true", help="do nothing when the DB already has sessions")
     p.set_defaults(func=_seed)

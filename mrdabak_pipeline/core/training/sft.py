@@ -279,9 +279,11 @@ def train_sft(
     """
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    disable_progress_bar()  # progress goes through `log`, one line per logging step
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, params.num_threads))
     output_dir = Path(output_dir).absolute()
@@ -371,6 +373,7 @@ def train_sft(
         peft_config=peft_config,
         callbacks=[make_progress_callback(log, history), *callbacks],
     )
+    trainer.remove_callback(PrinterCallback)
     resume_from = last_checkpoint(ckpt_dir) if params.resume else None
     if resume_from:
         log(f"resuming from {resume_from}")

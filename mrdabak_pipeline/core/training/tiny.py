@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,24 +93,24 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Any:
 
 def build_tiny_base(
     dialogs: Sequence[Sequence[dict[str, Any]]],
-    out_dir: str | Path,
+    models_dir: str | Path,
     *,
     vocab_size: int = 4096,
     seed: int = 0,
 ) -> Path:
-    """Build (or reuse) the tiny base in ``out_dir`` from the training dialogs; returns the absolute path.
+    """Build (or reuse) ``models_dir/tiny-<fingerprint>`` from the training dialogs; return its absolute path.
 
-    Idempotent: a manifest records the corpus fingerprint, so a second call with the same data is a
-    no-op and a retrained pipeline keeps pointing at the same base (adapters store its path).
+    Content-addressed and immutable: the same corpus gives the same folder (a no-op second call),
+    a new corpus a new folder, so adapters that store their base path never see it change.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    out = Path(out_dir).absolute()
     texts = [render_chatml(d) for d in dialogs]
     if not texts:
         raise ValueError("cannot build the tiny base model from an empty corpus")
     fingerprint = corpus_fingerprint(texts, vocab_size, seed)
+    out = (Path(models_dir) / f"tiny-{fingerprint}").absolute()
     manifest = out / _MANIFEST
     if manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
         return out
@@ -126,15 +128,18 @@ def build_tiny_base(
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    manifest.write_text(
+    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _MANIFEST).write_text(
         json.dumps(
             {"fingerprint": fingerprint, "random_init": True, "n_dialogs": len(texts), "vocab_size": len(tokenizer)},
             indent=2,
         )
     )
+    if out.exists():  # a previous build without a manifest was interrupted
+        shutil.rmtree(out)
+    tmp.rename(out)
     return out
 
 

@@ -1,0 +1,384 @@
+"""Replies from a model for a list of chat prompts: local Hugging Face models or any OpenAI-compatible API.
+
+Both paths take the same prompts (OpenAI chat messages) and return the same `GenerationResult`,
+so the cloud model and the local model are measured the same way. Local generation is greedy and
+batched with left padding (a decoder continues from the right end of every row, so padding must
+sit on the left); prompts are sorted by length before batching to keep padding small. The
+``sequential`` mode generates one prompt at a time, so a benchmark can show what batching buys.
+Throughput is the number of generated tokens (up to and including the end-of-turn token) per
+second of wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Messages = list[dict[str, str]]
+Mode = Literal["batched", "sequential"]
+
+#: Chat templates end an assistant turn with one of these; generation stops at the first one.
+END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    """Replies aligned with the prompts, plus how long it took and per-prompt errors."""
+
+    texts: list[str]
+    new_tokens: list[int]
+    wall_s: float
+    mode: str
+    backend: str
+    model: str
+    errors: list[str | None] = field(default_factory=list)
+    n_truncated: int = 0
+
+    @property
+    def total_new_tokens(self) -> int:
+        return int(sum(self.new_tokens))
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.total_new_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """The figures a report needs (no texts)."""
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "mode": self.mode,
+            "n_prompts": len(self.texts),
+            "new_tokens": self.total_new_tokens,
+            "wall_s": round(self.wall_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "n_errors": sum(e is not None for e in self.errors),
+            "n_truncated": self.n_truncated,
+        }
+
+
+class ChatGenerator(Protocol):
+    """Anything that turns chat prompts into replies."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult: ...
+
+    def close(self) -> None: ...
+
+
+# --- Local Hugging Face models -----------------------------------------------------------------
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists()
+
+
+def adapter_base_path(adapter_dir: str | Path) -> str | None:
+    """The base model recorded in a PEFT adapter's ``adapter_config.json`` (``None`` if absent)."""
+    cfg = Path(adapter_dir) / "adapter_config.json"
+    if not cfg.exists():
+        return None
+    return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+class LocalHFGenerator:
+    """Greedy generation with a local causal LM, optionally with a PEFT adapter on top.
+
+    The model is loaded on first use and freed by `close`, so evaluating a base and a fine-tuned
+    model one after the other never holds both in (GPU) memory. Nothing is fetched from a hub:
+    `local_files_only` is set, and a path that is not on disk fails with the loader's error.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        base_model_path: str | None = None,
+        is_adapter: bool = False,
+        batch_size: int = 8,
+        max_new_tokens: int = 256,
+        device: str = "auto",
+        num_threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.model_path = model_path
+        self.base_model_path = base_model_path
+        self.is_adapter = is_adapter
+        self.batch_size = max(1, batch_size)
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.num_threads = num_threads
+        self.name = name or Path(model_path).name
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+
+        base = self.base_model_path
+        if self.is_adapter and not base:
+            base = adapter_base_path(self.model_path)
+            if not base:
+                raise ValueError(f"{self.model_path}: adapter without a base model path")
+        weights_path = base if self.is_adapter else self.model_path
+        tok_path = self.model_path if _has_tokenizer(Path(self.model_path)) else (base or self.model_path)
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
+        tokenizer.padding_side = "left"
+        tokenizer.truncation_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(weights_path, dtype=dtype, local_files_only=True)
+        if self.is_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.model_path, local_files_only=True)
+        model.to(device)
+        model.eval()
+        self._model, self._tokenizer, self._device = model, tokenizer, device
+
+    def _eos_ids(self) -> list[int]:
+        tok = self._tokenizer
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+        return sorted(ids)
+
+    def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult:
+        import torch
+
+        self._load()
+        tok, model = self._tokenizer, self._model
+        texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+        eos_ids = self._eos_ids()
+        max_pos = getattr(model.config, "max_position_embeddings", None) or 4096
+        max_prompt = max(8, max_pos - self.max_new_tokens)
+        batch_size = self.batch_size if mode == "batched" else 1
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out_texts = [""] * len(texts)
+        out_tokens = [0] * len(texts)
+        n_truncated = 0
+        start = time.perf_counter()
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            full = tok([texts[i] for i in idx], add_special_tokens=False)["input_ids"]
+            n_truncated += sum(len(ids) > max_prompt for ids in full)
+            enc = tok(
+                [texts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_prompt,
+                add_special_tokens=False,
+            ).to(self._device)
+            with torch.inference_mode():
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=eos_ids,
+                )
+            new = out[:, enc["input_ids"].shape[1] :].tolist()
+            for row, i in zip(new, idx, strict=True):
+                cut = next((k + 1 for k, t in enumerate(row) if t in eos_ids), len(row))
+                out_tokens[i] = cut
+                out_texts[i] = tok.decode(row[:cut], skip_special_tokens=True).strip()
+        wall = time.perf_counter() - start
+        return GenerationResult(
+            texts=out_texts,
+            new_tokens=out_tokens,
+            wall_s=wall,
+            mode=mode,
+            backend="local",
+            model=self.name,
+            errors=[None] * len(texts),
+            n_truncated=n_truncated,
+        )
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+
+
+# --- OpenAI-compatible chat endpoints ----------------------------------------------------------
+
+
+class OpenAIChatGenerator:
+    """Replies from any OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, vLLM, a test server).
+
+    The API key is read from the environment variable named by `api_key_env` at call time and
+    never stored in results. ``batched`` mode sends up to `concurrency` requests at once;
+    ``sequential`` sends one after another. A failed request becomes an empty reply with its error
+    recorded (it then scores as invalid JSON); only when every request fails is it an error, since
+    that means the endpoint itself is unusable.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        azure: bool = False,
+        api_version: str | None = None,
+        max_new_tokens: int = 256,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        client: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.azure = azure
+        self.api_version = api_version
+        self.max_new_tokens = max_new_tokens
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.name = name or model
+        self._client = client
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            # Local servers (vLLM, tests) accept any key; the real services reject a missing one
+            # with a clear 401 that ends up in the per-item errors.
+            key = os.environ.get(self.api_key_env) or "EMPTY"
+            if self.azure:
+                if not self.base_url:
+                    raise ValueError("azure backend needs base_url (the Azure OpenAI endpoint)")
+                self._client = openai.AzureOpenAI(
+                    azure_endpoint=self.base_url,
+                    api_key=key,
+                    api_version=self.api_version or os.environ.get("OPENAI_API_VERSION", "2024-10-21"),
+                    timeout=self.timeout_s,
+                    max_retries=self.max_retries,
+                )
+            else:
+                self._client = openai.OpenAI(
+                    base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=self.max_retries
+                )
+        return self._client
+
+    def complete(self, messages: Messages, max_tokens: int | None = None) -> tuple[str, int]:
+        """One chat completion, greedy: (reply text, completion tokens)."""
+        resp = self._get_client().chat.completions.create(
+            model=self.model,
+            messages=list(messages),
+            temperature=0,
+            max_tokens=max_tokens or self.max_new_tokens,
+        )
+        text = resp.choices[0].message.content or ""
+        usage = getattr(resp, "usage", None)
+        return text.strip(), int(getattr(usage, "completion_tokens", 0) or 0)
+
+    def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult:
+        def one(p: Messages) -> tuple[str, int, str | None]:
+            try:
+                text, n = self.complete(p)
+                return text, n, None
+            except Exception as exc:  # noqa: BLE001 - recorded per item, see class docstring
+                return "", 0, f"{type(exc).__name__}: {exc}"
+
+        start = time.perf_counter()
+        workers = self.concurrency if mode == "batched" else 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, prompts))
+        wall = time.perf_counter() - start
+        errors = [r[2] for r in results]
+        if results and all(e is not None for e in errors):
+            raise RuntimeError(f"every request to {self.base_url or 'the OpenAI API'} failed; first: {errors[0]}")
+        return GenerationResult(
+            texts=[r[0] for r in results],
+            new_tokens=[r[1] for r in results],
+            wall_s=wall,
+            mode=mode,
+            backend="azure" if self.azure else "openai",
+            model=self.name,
+            errors=errors,
+        )
+
+    def close(self) -> None:
+        if self._client is not None and hasattr(self._client, "close"):
+            self._client.close()
+        self._client = None
+
+
+# --- From the fine_tuned_model asset value -----------------------------------------------------
+
+
+def generators_for(
+    model: Mapping[str, Any],
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    device: str = "auto",
+    num_threads: int | None = None,
+    api_key_env: str | None = None,
+    concurrency: int = 4,
+) -> dict[str, ChatGenerator]:
+    """``{"base": ..., "fine_tuned": ...}`` generators for a `fine_tuned_model` value.
+
+    Local: the base is the model the adapter/full fine-tune started from (for the tiny model, the
+    untrained random init), the fine-tuned one is the adapter or full model dir. Cloud: both are
+    called on the same endpoint, the base by its model name and the fine-tuned one by its id.
+    """
+    backend = model.get("backend")
+    if backend == "local":
+        tuned_path = model.get("model_path")
+        if not tuned_path:
+            raise ValueError("fine_tuned_model (local) has no model_path")
+        base_path = model.get("base_model_path") or model.get("base_model")
+        if not base_path:
+            raise ValueError("fine_tuned_model (local) has neither base_model_path nor base_model")
+        common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, num_threads=num_threads)
+        return {
+            "base": LocalHFGenerator(str(base_path), name=f"base:{Path(str(base_path)).name}", **common),
+            "fine_tuned": LocalHFGenerator(
+                str(tuned_path),
+                base_model_path=str(base_path),
+                is_adapter=bool(model.get("is_adapter")),
+                name=f"fine_tuned:{Path(str(tuned_path)).name}",
+                **common,
+            ),
+        }
+    if backend in ("openai", "azure"):
+        if not model.get("model_id"):
+            raise ValueError(f"fine_tuned_model ({backend}) has no model_id")
+        key_env = api_key_env or ("AZURE_OPENAI_API_KEY" if backend == "azure" else "OPENAI_API_KEY")
+        common = dict(
+            base_url=model.get("base_url"),
+            api_key_env=key_env,
+            azure=backend == "azure",
+            max_new_tokens=max_new_tokens,
+            concurrency=concurrency,
+        )
+        return {
+            "base": OpenAIChatGenerator(str(model.get("base_model")), **common),
+            "fine_tuned": OpenAIChatGenerator(str(model["model_id"]), **common),
+        }
+    raise ValueError(f"unknown fine_tuned_model backend: {backend!r}")

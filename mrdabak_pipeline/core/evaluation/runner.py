@@ -1,0 +1,111 @@
+"""One evaluation: the same items through every model, scored, summarized per source and overall.
+
+Each model generates once over all items (validation + golden together, so batching is used
+fully); the scores are then sliced per source. The returned dict is plain JSON-able data: it is
+what the report renders, what the promotion gate reads, and what the Dagster asset stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from mrdabak_pipeline.core.evaluation.generate import ChatGenerator, Messages
+from mrdabak_pipeline.core.evaluation.metrics import (
+    EvalItem,
+    ItemScore,
+    SkippedItem,
+    apply_judge,
+    consistency_groups,
+    corpus_chrf,
+    score_replies,
+    summarize,
+)
+
+ALL = "all"
+
+
+def _last_user(prompt: Sequence[Mapping[str, str]]) -> str:
+    return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+
+
+def evaluate_models(
+    items: Sequence[EvalItem],
+    generators: Mapping[str, ChatGenerator],
+    skipped: Sequence[SkippedItem] = (),
+    judge: Callable[[Messages], str] | None = None,
+    sequential_sample: int = 0,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Generate, score and summarize every model on `items`.
+
+    `judge` (messages -> answer text) adds the optional LLM-as-judge score. `sequential_sample` > 0
+    also generates that many prompts one by one, so the report can compare batched and sequential
+    throughput on the same model. Each generator is closed after use (frees GPU memory before the
+    next model loads).
+    """
+    if not items:
+        raise ValueError("no evaluation items: the validation split and the golden set are both empty")
+    prompts = [it.prompt for it in items]
+    sources = sorted({it.source for it in items})
+    results: dict[str, Any] = {
+        "models": {},
+        "sources": {s: sum(it.source == s for it in items) for s in sources},
+        "metrics": {},
+        "corpus_chrf": {},
+        "consistency_groups": {},
+        "skipped": [asdict(s) for s in skipped],
+    }
+    per_model_scores: dict[str, list[ItemScore]] = {}
+    for name, gen in generators.items():
+        log(f"generating {len(prompts)} replies with {name} ({gen.name})")
+        try:
+            run = gen.generate(prompts, mode="batched")
+            seq = gen.generate(prompts[:sequential_sample], mode="sequential") if sequential_sample > 0 else None
+        finally:
+            gen.close()
+        scores = score_replies(items, run.texts)
+        for sc, err in zip(scores, run.errors, strict=True):
+            if err and not sc.error:
+                sc.error = err
+        if judge is not None:
+            n_judged = apply_judge(items, scores, judge)
+            log(f"judge scored {n_judged} replies of {name}")
+        per_model_scores[name] = scores
+        results["models"][name] = {
+            "name": gen.name,
+            "generation": run.stats(),
+            "sequential": seq.stats() if seq else None,
+        }
+        results["metrics"][name] = {}
+        results["corpus_chrf"][name] = {}
+        for source in [*sources, ALL]:
+            idx = [i for i, it in enumerate(items) if source == ALL or it.source == source]
+            sub_items = [items[i] for i in idx]
+            sub_scores = [scores[i] for i in idx]
+            results["metrics"][name][source] = {k: m.to_dict() for k, m in summarize(sub_items, sub_scores).items()}
+            results["corpus_chrf"][name][source] = corpus_chrf(sub_items, sub_scores)
+        results["consistency_groups"][name] = consistency_groups(items, scores)
+        log(f"{name}: " + ", ".join(f"{k}={v['value']}" for k, v in results["metrics"][name][ALL].items() if "/" not in k))
+
+    results["items"] = [
+        {
+            "item_id": it.item_id,
+            "source": it.source,
+            "category": it.category,
+            "is_ood": it.is_ood,
+            "last_user": _last_user(it.prompt),
+            "reference": it.reference,
+            "predictions": {
+                name: {
+                    k: v
+                    for k, v in scores[i].to_dict().items()
+                    if k not in ("item_id", "is_ood")
+                }
+                for name, scores in per_model_scores.items()
+            },
+        }
+        for i, it in enumerate(items)
+    ]
+    return results
