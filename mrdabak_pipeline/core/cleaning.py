@@ -25,7 +25,9 @@ import pyarrow as pa
 
 from mrdabak_pipeline.core.domain import (
     REQUIRED_ORDER_FIELDS,
+    DinnerType,
     OrderStateError,
+    ServingStyle,
     Session,
     SessionStatus,
     Turn,
@@ -82,6 +84,11 @@ _TRANSLATE.update(dict.fromkeys((0x00A0, 0x202F, 0x2007, 0x3000, 0x0009, 0x000B,
 _TRANSLATE[0x2028] = 0x0A
 _TRANSLATE[0x2029] = 0x0A
 _CRLF = re.compile(r"\r\n?")
+#: Anything `normalize_text` would change; most messages have none and skip the work (hot path).
+_DIRTY = re.compile(
+    "[\r\n\t\x0b\x0c\u00a0\u00ad\u2007\u200b-\u200d\u2028\u2029\u202f\u2060\u3000\ufeff\uff01-\uff5e"
+    "\u0300-\u036f\u1100-\u11ff\u3099\u309a]|  |^\\s|\\s$"
+)
 _H_SPACE = re.compile(r" {2,}")
 _SPACE_AROUND_NL = re.compile(r" *\n *")
 _MANY_NL = re.compile(r"\n{3,}")
@@ -93,7 +100,11 @@ def normalize_text(text: str) -> str:
     Runs of spaces collapse to one and at most one blank line is kept: speech-to-text output has
     no meaningful layout, and identical utterances must compare equal for duplicate detection.
     """
-    text = _CRLF.sub("\n", text).translate(_TRANSLATE)
+    if not _DIRTY.search(text):
+        return text
+    if "\r" in text:
+        text = _CRLF.sub("\n", text)
+    text = text.translate(_TRANSLATE)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     if "  " in text:
@@ -287,8 +298,9 @@ def clean_partition(raw: pa.Table, config: CleaningConfig | None = None) -> Clea
         groups[_session_key(sid)].append(i)
 
     result = CleaningResult(sessions=[], rejections=[], raw_rows=n, raw_session_ids=set(groups))
+    state_cache: _StateCache = {}
     for sid, idx in groups.items():
-        _clean_session(sid, idx, cols, config, result)
+        _clean_session(sid, idx, cols, config, result, state_cache)
     return result
 
 
@@ -300,7 +312,27 @@ _USED_COLUMNS = frozenset(
 )
 
 
-def _clean_session(sid: str, idx: list[int], cols: dict[str, list[Any]], config: CleaningConfig, result: CleaningResult) -> None:
+_StateCache = dict[str, tuple[dict[str, Any] | None, OrderStateError | None]]
+
+
+def _parse_state(raw: str | None, cache: _StateCache) -> tuple[dict[str, Any] | None, OrderStateError | None]:
+    """`normalize_order_state`, memoized per partition: the same state string recurs across turns
+    and sessions (every greeting carries the same empty state). The dicts are shared, never mutated."""
+    if raw is None:
+        return None, None
+    hit = cache.get(raw)
+    if hit is None:
+        try:
+            hit = (normalize_order_state(raw), None)
+        except OrderStateError as exc:
+            hit = (None, exc)
+        cache[raw] = hit
+    return hit
+
+
+def _clean_session(
+    sid: str, idx: list[int], cols: dict[str, list[Any]], config: CleaningConfig, result: CleaningResult, state_cache: _StateCache
+) -> None:
     first = idx[0]
     part = cols["partition_date"][first] or ""
 
@@ -350,12 +382,9 @@ def _clean_session(sid: str, idx: list[int], cols: dict[str, list[Any]], config:
         raw_role = cols["role"][i]
         if raw_role != roles[k]:
             spellings[f"{raw_role}->{roles[k]}"] += 1
-        raw_state = cols["order_state"][i]
-        try:
-            state = normalize_order_state(raw_state)
-        except OrderStateError as exc:
-            state = None
-            drops.append(StateDrop(sid, cols["message_id"][i], state_drop_reason(exc), str(exc)))
+        state, error = _parse_state(cols["order_state"][i], state_cache)
+        if error is not None:
+            drops.append(StateDrop(sid, cols["message_id"][i], state_drop_reason(error), str(error)))
         key = (roles[k], content, repr(state))
         if key == prev_key:
             collapsed += 1
@@ -386,3 +415,42 @@ def _clean_session(sid: str, idx: list[int], cols: dict[str, list[Any]], config:
     if collapsed:
         result.collapsed_duplicates[CONSECUTIVE_DUPLICATE] += collapsed
     result.role_spellings.update(spellings)
+
+
+# --- The guide's data-quality checklist -------------------------------------------------------
+
+MIN_SESSIONS = 50
+
+
+def checklist_figures(sessions: Iterable[Session]) -> dict[str, Any]:
+    """The figures behind the guide's checklist (데이터 품질 체크리스트) for a set of sessions.
+
+    A dinner/style counts as present when some assistant order_state holds it, so a requested
+    CHAMPAGNE_FEAST+SIMPLE that the assistant corrected does not count as SIMPLE coverage.
+    """
+    sessions = list(sessions)
+    dinners: Counter[str] = Counter()
+    styles: Counter[str] = Counter()
+    combos: Counter[str] = Counter()
+    tags: Counter[str] = Counter()
+    for s in sessions:
+        tags.update(set(s.tags))
+        seen_d = {t.order_state["dinnerType"] for t in s.turns if t.order_state and "dinnerType" in t.order_state}
+        seen_s = {t.order_state["servingStyle"] for t in s.turns if t.order_state and "servingStyle" in t.order_state}
+        dinners.update(seen_d)
+        styles.update(seen_s)
+        final = s.final_order_state or {}
+        if final.get("dinnerType") and final.get("servingStyle"):
+            combos[f"{final['dinnerType']}+{final['servingStyle']}"] += 1
+    return {
+        "sessions": len(sessions),
+        "source_sessions": len({s.source_session_id for s in sessions}),
+        "complete_flows": tags["complete_flow"],
+        "error_handling": sum(tags[t] for t in ERROR_HANDLING_TAGS),
+        "error_handling_by_kind": {t: tags[t] for t in sorted(ERROR_HANDLING_TAGS)},
+        "dinners": {d.value: dinners[d.value] for d in DinnerType},
+        "styles": {s.value: styles[s.value] for s in ServingStyle},
+        "missing_dinners": [d.value for d in DinnerType if not dinners[d.value]],
+        "missing_styles": [s.value for s in ServingStyle if not styles[s.value]],
+        "final_combos": dict(sorted(combos.items())),
+    }

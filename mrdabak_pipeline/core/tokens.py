@@ -75,6 +75,12 @@ class ResolvedEncoding:
         }
 
 
+def reset_cache() -> None:
+    """Forget loaded encodings (tests switch sources; a process normally loads each once)."""
+    with _lock:
+        _cache.clear()
+
+
 def model_encoding_name(model: str) -> tuple[str, bool]:
     """The tiktoken encoding of `model` and whether tiktoken knows the model (else a fallback)."""
     try:

@@ -51,6 +51,7 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
+from dagster._utils.error import SerializableErrorInfo
 
 from mrdabak_pipeline.core.alerts import ALERT_WEBHOOK_ENV, failure_alert, post_webhook
 from mrdabak_pipeline.core.db import count_sessions_since
@@ -193,6 +194,14 @@ def retrain_sensor(context: SensorEvaluationContext, raw_db: RawDatabaseResource
     return SensorResult(run_requests=[request], cursor=mark)
 
 
+def _root_cause(error: SerializableErrorInfo) -> str:
+    """The innermost exception message: Dagster wraps user errors in "Error occurred while
+    executing op ..." and the useful sentence is the cause's (no stack trace in an alert)."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 @run_failure_sensor(
     name="run_failure_alert_sensor",
     minimum_interval_seconds=30,
@@ -202,7 +211,14 @@ def retrain_sensor(context: SensorEvaluationContext, raw_db: RawDatabaseResource
 def run_failure_alert_sensor(context: RunFailureSensorContext) -> None:
     """Secrets never leave: the alert text is redacted and the webhook URL is never logged."""
     run = context.dagster_run
-    alert = failure_alert(run.job_name, run.run_id, context.failure_event.message, run.tags.get("dagster/partition"))
+    # The run event only says which steps failed; the step events carry the exception.
+    step_errors = [
+        f"{event.step_key}: {_root_cause(event.step_failure_data.error)}"
+        for event in context.get_step_failure_events()
+        if event.step_failure_data.error is not None
+    ]
+    error = "\n".join([context.failure_event.message or "", *step_errors])
+    alert = failure_alert(run.job_name, run.run_id, error, run.tags.get("dagster/partition"))
     context.log.error(alert["text"])
     url = os.environ.get(ALERT_WEBHOOK_ENV)
     if not url:

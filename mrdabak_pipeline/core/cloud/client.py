@@ -190,14 +190,16 @@ class FineTuningClient:
         alive. A succeeded job wins over one still running, newer over older.
         """
         candidates: list[FineTuningJob] = []
-        for job in self.iter_jobs({META_FINGERPRINT: fingerprint}):
+        # first pass: server-side metadata filter; second pass (with file ids): a plain scan
+        by_request = spec is not None and training_file is not None
+        for job in self.iter_jobs(None if by_request else {META_FINGERPRINT: fingerprint}):
             if job.status in FAILED_STATUSES:
                 continue
             meta = job.metadata or {}
             if meta.get(META_FINGERPRINT) == fingerprint:
                 candidates.append(job)
-            elif META_FINGERPRINT not in meta and spec is not None and training_file is not None:
-                if self._same_request(job, spec, training_file, validation_file):
+            elif META_FINGERPRINT not in meta and by_request:
+                if self._same_request(job, spec, training_file, validation_file):  # type: ignore[arg-type]
                     candidates.append(job)
         if not candidates:
             return None

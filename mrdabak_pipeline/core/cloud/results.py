@@ -36,15 +36,20 @@ def decode_result_file(raw: bytes | str) -> str:
     """Plain CSV text from either a plain or a base64-encoded result file."""
     data = raw.encode() if isinstance(raw, str) else raw
     text = data.decode("utf-8-sig", errors="replace").strip()
-    if text.lower().startswith("step"):
+    if _has_step_header(text):
         return text
     try:
         decoded = base64.b64decode(b"".join(data.split()), validate=True).decode("utf-8-sig").strip()
     except (binascii.Error, UnicodeDecodeError):
         raise ResultFileError("result file is neither a CSV with a 'step' column nor base64 of one") from None
-    if not decoded.lower().startswith("step"):
-        raise ResultFileError("decoded result file has no 'step' header")
+    if not _has_step_header(decoded):
+        raise ResultFileError("decoded result file has no 'step' column")
     return decoded
+
+
+def _has_step_header(text: str) -> bool:
+    header = text.split("\n", 1)[0]
+    return "step" in {h.strip().lower() for h in header.split(",")}
 
 
 def _number(text: str | None) -> float | None:

@@ -7,8 +7,11 @@ what the report renders, what the promotion gate reads, and what the Dagster ass
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core.evaluation.generate import ChatGenerator, Messages
@@ -24,6 +27,61 @@ from mrdabak_pipeline.core.evaluation.metrics import (
 )
 
 ALL = "all"
+
+
+def read_chat_jsonl(path: str | Path, source: str) -> tuple[list[dict[str, Any]], list[SkippedItem]]:
+    """Chat examples from a JSONL file; a line that is not a JSON object is skipped with its reason."""
+    examples: list[dict[str, Any]] = []
+    skipped: list[SkippedItem] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                skipped.append(SkippedItem(source, f"line {lineno}", f"not JSON: {exc.msg}"))
+                continue
+            if not isinstance(obj, dict):
+                skipped.append(SkippedItem(source, f"line {lineno}", "not a JSON object"))
+                continue
+            examples.append(obj)
+    return examples, skipped
+
+
+def _find_split_path(value: Mapping[str, Any], split: str) -> str | None:
+    """A JSONL path for `split` among the usual spellings of a dataset asset value."""
+    for key in (f"{split}_jsonl", f"{split}_path", split):
+        if isinstance(value.get(key), str) and str(value[key]).endswith(".jsonl"):
+            return str(value[key])
+    for key in ("jsonl", "paths", "files"):
+        nested = value.get(key)
+        if isinstance(nested, Mapping):
+            found = _find_split_path(nested, split)
+            if found:
+                return found
+    return None
+
+
+def load_split_examples(
+    dataset: Mapping[str, Any], split: str = "validation"
+) -> tuple[list[dict[str, Any]], list[SkippedItem]]:
+    """The `split` examples of a `huggingface_dataset` / `openai_chat_dataset` asset value.
+
+    Prefers the ``save_to_disk`` folder (``path``), which keeps any extra columns such as
+    ``source_session_id`` that the consistency metric groups by; falls back to the split's JSONL.
+    """
+    path = dataset.get("path")
+    if isinstance(path, str) and Path(path).is_dir():
+        from datasets import load_from_disk
+
+        dd = load_from_disk(path)
+        if split in dd:
+            return dd[split].to_list(), []
+    jsonl = _find_split_path(dataset, split)
+    if jsonl and Path(jsonl).exists():
+        return read_chat_jsonl(jsonl, split)
+    raise ValueError(f"dataset value has no readable {split!r} split (keys: {sorted(dataset)})")
 
 
 def _last_user(prompt: Sequence[Mapping[str, str]]) -> str:
@@ -50,6 +108,7 @@ def evaluate_models(
     prompts = [it.prompt for it in items]
     sources = sorted({it.source for it in items})
     results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "models": {},
         "sources": {s: sum(it.source == s for it in items) for s in sources},
         "metrics": {},

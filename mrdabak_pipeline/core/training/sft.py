@@ -278,8 +278,8 @@ def train_sft(
     tokens/s, wall time, device, sizes, hyperparameters). Raises on bad data or a failed run.
     """
     import torch
-    from peft import LoraConfig
     from datasets.utils.logging import disable_progress_bar
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -352,7 +352,7 @@ def train_sft(
         completion_only_loss=None if assistant_mask else True,
         bf16=dev["bf16"],
         use_cpu=not on_cuda,
-        gradient_checkpointing=grad_ckpt,
+        activation_checkpointing=grad_ckpt,
         logging_steps=params.logging_steps,
         eval_strategy="epoch" if eval_ds is not None else "no",
         save_total_limit=params.save_total_limit,

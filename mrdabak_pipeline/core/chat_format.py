@@ -1,0 +1,245 @@
+"""Sessions -> OpenAI chat fine-tuning examples; the stable train/validation split; the golden set.
+
+One example per conversation: the system prompt (`domain.SYSTEM_PROMPT`, the one place the
+assistant's role and rules are written), then the turns. The assistant's side is either the app's
+JSON (``{"message": ..., "orderState": {...}}``, `domain.assistant_target`; the default, because
+the production app parses it) or the reply text only.
+
+The split hashes the *source* session id, so a session and all its augmented variants land on
+the same side, and a session never changes side as data grows: no variant of a validation
+conversation can leak into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mrdabak_pipeline.core.domain import (
+    SYSTEM_PROMPT,
+    OrderStateError,
+    Session,
+    assistant_target,
+    parse_assistant_reply,
+)
+
+DEFAULT_VALIDATION_FRACTION = 0.1
+#: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
+SPLIT_SALT = "mrdabak-split-v1"
+TRAIN, VALIDATION = "train", "validation"
+#: The hand-written evaluation set, committed with the code (``data/`` is otherwise git-ignored).
+GOLDEN_PATH = Path(__file__).resolve().parents[2] / "data" / "golden" / "golden.jsonl"
+
+
+class Target(StrEnum):
+    """What the assistant messages of an example contain."""
+
+    JSON = "json"  # the app's {"message", "orderState"} JSON (default)
+    TEXT = "text"  # the reply text only
+
+
+class ExampleError(ValueError):
+    """A session that cannot become a training example; the message is the reason."""
+
+
+def split_score(source_session_id: str, salt: str = SPLIT_SALT) -> float:
+    """A uniform number in [0, 1) that depends on the id only (sha256, not Python's salted hash)."""
+    digest = hashlib.sha256(f"{salt}\x00{source_session_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(source_session_id: str, validation_fraction: float = DEFAULT_VALIDATION_FRACTION, salt: str = SPLIT_SALT) -> str:
+    """``"validation"`` for about `validation_fraction` of source sessions, else ``"train"``.
+
+    Raising the fraction only moves sessions from train to validation, never back.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    return VALIDATION if split_score(source_session_id, salt) < validation_fraction else TRAIN
+
+
+def session_messages(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """The chat messages of one session; raises `ExampleError` when there is nothing to learn.
+
+    Trailing customer turns (no reply to learn from) are dropped. With the JSON target an
+    assistant turn without an order_state (lost or invalid in the log) keeps the previous state
+    as context but gets ``"weight": 0``, so OpenAI does not train on a state we do not know.
+    """
+    target = Target(target)
+    turns = list(session.turns)
+    while turns and turns[-1].role != "assistant":
+        turns.pop()
+    if not turns:
+        raise ExampleError("no assistant turn")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+    state: Mapping[str, Any] | None = None
+    for i, turn in enumerate(turns):
+        if turn.role not in ("user", "assistant"):
+            raise ExampleError(f"turn {i}: unexpected role {turn.role!r}")
+        if not isinstance(turn.content, str) or not turn.content.strip():
+            raise ExampleError(f"turn {i}: empty {turn.role} content")
+        if turn.role == "user":
+            messages.append({"role": "user", "content": turn.content})
+            continue
+        if target is Target.TEXT:
+            messages.append({"role": "assistant", "content": turn.content})
+            continue
+        known = turn.order_state is not None
+        if known:
+            state = turn.order_state
+        message: dict[str, Any] = {"role": "assistant", "content": assistant_target(turn.content, state)}
+        if not known:
+            message["weight"] = 0
+        messages.append(message)
+    return messages
+
+
+def session_to_example(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> dict[str, Any]:
+    """An OpenAI chat fine-tuning example: ``{"messages": [...]}``."""
+    return {"messages": session_messages(session, target, system_prompt)}
+
+
+@dataclass
+class ChatDataset:
+    """The examples of both splits plus what was left out and why."""
+
+    train: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    source_sessions: dict[str, set[str]] = field(default_factory=lambda: {TRAIN: set(), VALIDATION: set()})
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason)
+    duplicates_dropped: int = 0
+    untrained_assistant_turns: int = 0
+    high_water_mark: datetime | None = None
+    target: str = Target.JSON.value
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "train_examples": len(self.train),
+            "validation_examples": len(self.validation),
+            "train_source_sessions": len(self.source_sessions[TRAIN]),
+            "validation_source_sessions": len(self.source_sessions[VALIDATION]),
+            "skipped_sessions": len(self.skipped),
+            "duplicates_dropped": self.duplicates_dropped,
+            "untrained_assistant_turns": self.untrained_assistant_turns,
+        }
+
+
+def _order_key(s: Session) -> tuple[datetime, str, int, str]:
+    return (s.created_at or datetime.min, s.source_session_id, s.variant, s.session_id)
+
+
+def build_chat_dataset(
+    sessions: Iterable[Session],
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> ChatDataset:
+    """Examples for every usable session, split by source session, in a deterministic order.
+
+    The order (created_at, source id, variant) makes the files byte-identical for the same input,
+    so their sha256 identifies the data. Exact duplicate examples (an augmented variant that
+    changed nothing) are kept once; sessions that cannot be used are listed with the reason.
+    """
+    ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
+    seen: set[str] = set()
+    for session in sorted(sessions, key=_order_key):
+        try:
+            example = session_to_example(session, target, system_prompt)
+        except ExampleError as exc:
+            ds.skipped.append((session.session_id, str(exc)))
+            continue
+        split = split_of(session.source_session_id, validation_fraction)
+        key = json.dumps(example, ensure_ascii=False, sort_keys=True)
+        if key in seen:
+            ds.duplicates_dropped += 1
+            continue
+        seen.add(key)
+        (ds.train if split == TRAIN else ds.validation).append(example)
+        ds.source_sessions[split].add(session.source_session_id)
+        ds.untrained_assistant_turns += sum(1 for m in example["messages"] if m.get("weight") == 0)
+        if session.created_at is not None and (ds.high_water_mark is None or session.created_at > ds.high_water_mark):
+            ds.high_water_mark = session.created_at
+    return ds
+
+
+# --- the golden evaluation set -----------------------------------------------------------------
+
+
+class GoldenFormatError(ValueError):
+    """The golden file is malformed; the message names the line and the problem."""
+
+
+@dataclass(frozen=True)
+class GoldenExample:
+    """A hand-written conversation whose last assistant message is the reference answer."""
+
+    id: str
+    category: str
+    messages: list[dict[str, str]]
+
+    @property
+    def prompt(self) -> list[dict[str, str]]:
+        """Everything before the reference: what the model is given."""
+        return self.messages[:-1]
+
+    @property
+    def reference(self) -> str:
+        return self.messages[-1]["content"]
+
+    @property
+    def reference_state(self) -> dict[str, Any]:
+        return parse_assistant_reply(self.reference)[1]
+
+    def as_example(self) -> dict[str, Any]:
+        return {"messages": self.messages}
+
+
+def load_golden(path: str | Path | None = None, system_prompt: str = SYSTEM_PROMPT) -> list[GoldenExample]:
+    """Read and check the golden set; the system message is replaced by the current `system_prompt`.
+
+    The file stores the prompt only so each line is a complete, readable example; the code's
+    prompt is the one truth, so an edited prompt does not leave the golden set stale.
+    """
+    path = Path(path) if path else GOLDEN_PATH
+    out: list[GoldenExample] = []
+    ids: set[str] = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GoldenFormatError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or set(obj) != {"id", "category", "messages"}:
+            raise GoldenFormatError(f"{where}: expected exactly the keys id, category, messages")
+        if obj["id"] in ids:
+            raise GoldenFormatError(f"{where}: duplicate id {obj['id']!r}")
+        messages = obj["messages"]
+        if not isinstance(messages, list) or len(messages) < 3:
+            raise GoldenFormatError(f"{where}: messages must be [system, user, ..., assistant]")
+        if any(not isinstance(m, dict) or set(m) != {"role", "content"} for m in messages):
+            raise GoldenFormatError(f"{where}: each message needs exactly role and content")
+        if messages[0]["role"] != "system" or messages[-1]["role"] != "assistant":
+            raise GoldenFormatError(f"{where}: must start with the system message and end with an assistant reply")
+        if any(m["role"] not in ("user", "assistant") for m in messages[1:]):
+            raise GoldenFormatError(f"{where}: only user/assistant messages after the system message")
+        for m in messages:
+            if m["role"] == "assistant":
+                try:
+                    parse_assistant_reply(m["content"])
+                except OrderStateError as exc:
+                    raise GoldenFormatError(f"{where}: assistant reply is not the app's JSON: {exc}") from None
+        messages = [{"role": "system", "content": system_prompt}, *messages[1:]]
+        ids.add(obj["id"])
+        out.append(GoldenExample(id=obj["id"], category=obj["category"], messages=messages))
+    if not out:
+        raise GoldenFormatError(f"{path}: no examples")
+    return out

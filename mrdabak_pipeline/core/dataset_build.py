@@ -1,0 +1,181 @@
+"""Write the dataset files: one function per format, shared by the Dagster assets and the CLI.
+
+Each returns the JSON-able dict that is the asset's value (paths, sha256s, counts, token and cost
+figures, the data high-water mark), so `mrdabak dataset` and a materialization produce the same
+files from the same sessions, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mrdabak_pipeline.core.chat_format import (
+    DEFAULT_VALIDATION_FRACTION,
+    ChatDataset,
+    Target,
+    build_chat_dataset,
+)
+from mrdabak_pipeline.core.domain import Session
+from mrdabak_pipeline.core.dpo import build_preference_dataset
+from mrdabak_pipeline.core.files import atomic_directory, sha256_file, write_jsonl
+from mrdabak_pipeline.core.retrain_policy import format_high_water_mark
+from mrdabak_pipeline.core.validation import (
+    DEFAULT_MODEL,
+    ValidationReport,
+    estimate_cost,
+    read_jsonl,
+    validate_examples,
+)
+
+#: OpenAI refuses a training file with fewer examples than this.
+OPENAI_MIN_TRAIN_EXAMPLES = 10
+#: How many skipped sessions are listed by id in the value (all are counted).
+MAX_LISTED_SKIPS = 50
+
+
+class EmptyDatasetError(ValueError):
+    """No session could become a training example: nothing to write."""
+
+
+def _write_split(path: Path, examples: Sequence[dict[str, Any]]) -> str | None:
+    """Write a split, or remove a stale file when the split is empty (OpenAI rejects empty files)."""
+    if not examples:
+        path.unlink(missing_ok=True)
+        return None
+    return write_jsonl(path, examples)
+
+
+def write_openai_dataset(
+    sessions: Iterable[Session],
+    out_dir: str | Path,
+    *,
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    model: str = DEFAULT_MODEL,
+    n_epochs: int | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced."""
+    ds = build_chat_dataset(sessions, target, validation_fraction)
+    if not ds.train:
+        raise EmptyDatasetError(
+            f"no training examples from {len(ds.skipped)} skipped sessions "
+            f"(e.g. {ds.skipped[:3]}) and {len(ds.validation)} validation examples"
+        )
+    out = Path(out_dir)
+    train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
+    train_sha = _write_split(train_path, ds.train)
+    valid_sha = _write_split(valid_path, ds.validation)
+    reports = {"train": validate_examples(ds.train, model, num_threads=num_threads)}
+    if ds.validation:
+        reports["validation"] = validate_examples(ds.validation, model, num_threads=num_threads)
+    cost = estimate_cost(reports["train"], model, n_epochs)
+    return {
+        "format": "openai-chat",
+        "target": ds.target,
+        "validation_fraction": validation_fraction,
+        "train_path": str(train_path),
+        "validation_path": str(valid_path) if valid_sha else None,
+        "train_sha256": train_sha,
+        "validation_sha256": valid_sha,
+        **ds.counts(),
+        "skipped": [{"session_id": s, "reason": r} for s, r in ds.skipped[:MAX_LISTED_SKIPS]],
+        "format_ok": all(r.ok for r in reports.values()),
+        "reports": {k: r.summary() for k, r in reports.items()},
+        "encoding": reports["train"].encoding,
+        "train_tokens": cost.billing_tokens_per_epoch,
+        "n_epochs": cost.n_epochs,
+        "billed_tokens": cost.billed_tokens,
+        "usd_per_1m_tokens": cost.usd_per_1m_tokens,
+        "estimated_cost_usd": cost.estimated_cost_usd,
+        "model": model,
+        "warnings": dataset_warnings(ds, reports),
+        "data_high_water_mark": format_high_water_mark(ds.high_water_mark) if ds.high_water_mark else None,
+    }
+
+
+def dataset_warnings(ds: ChatDataset, reports: dict[str, ValidationReport]) -> list[str]:
+    """Human-readable problems that do not make the files invalid but deserve attention."""
+    out: list[str] = []
+    if len(ds.train) < OPENAI_MIN_TRAIN_EXAMPLES:
+        out.append(f"only {len(ds.train)} training examples: OpenAI requires at least {OPENAI_MIN_TRAIN_EXAMPLES}")
+    if not ds.validation:
+        out.append("the validation split is empty")
+    for split, report in reports.items():
+        n = report.warnings.get("too_long", 0)
+        if n:
+            out.append(
+                f"{split}: {n} examples exceed {report.max_tokens_per_example} tokens and WILL BE TRUNCATED "
+                f"(lines {report.warning_lines['too_long']})"
+            )
+    if ds.skipped:
+        out.append(f"{len(ds.skipped)} sessions could not become examples (see 'skipped')")
+    return out
+
+
+def _hf_features() -> Any:
+    from datasets import Features, Value
+
+    message = {"role": Value("string"), "content": Value("string"), "weight": Value("int64")}
+    return Features({"messages": [message]})
+
+
+def write_huggingface_dataset(train_jsonl: str | Path, validation_jsonl: str | Path | None, out_root: str | Path) -> dict[str, Any]:
+    """The OpenAI files as a ``datasets.DatasetDict`` (``messages`` column) plus JSONL copies.
+
+    The folder is named after the content hash of the two files, so a training run reading an
+    older version is never disturbed by a new materialization, and rebuilding identical data is a
+    no-op. An empty validation split is still saved (with the same columns) so loaders see both.
+    """
+    from datasets import Dataset, DatasetDict
+
+    train_sha = sha256_file(Path(train_jsonl))
+    valid_sha = sha256_file(Path(validation_jsonl)) if validation_jsonl else ""
+    digest = hashlib.sha256(f"{train_sha}:{valid_sha}".encode()).hexdigest()
+    splits = {"train": train_jsonl, "validation": validation_jsonl}
+
+    def fill(tmp: Path) -> None:
+        features = _hf_features()
+        rows = {k: [obj for _, obj in read_jsonl(p)] if p else [] for k, p in splits.items()}
+        for name, examples in rows.items():
+            write_jsonl(tmp / f"{name}.jsonl", examples)
+        dd = DatasetDict({k: Dataset.from_list(v, features=features) for k, v in rows.items()})
+        dd.save_to_disk(str(tmp / "dataset"))
+
+    folder = atomic_directory(Path(out_root) / digest[:16], fill)
+    return {
+        "format": "huggingface",
+        "path": str(folder / "dataset"),
+        "train_jsonl": str(folder / "train.jsonl"),
+        "validation_jsonl": str(folder / "validation.jsonl"),
+        "sha256": digest,
+        "train_examples": sum(1 for _ in read_jsonl(folder / "train.jsonl")),
+        "validation_examples": sum(1 for _ in read_jsonl(folder / "validation.jsonl")),
+    }
+
+
+def write_preference_dataset(
+    sessions: Iterable[Session],
+    out_dir: str | Path,
+    *,
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> dict[str, Any]:
+    """DPO pairs as OpenAI (``openai_*.jsonl``) and TRL (``trl_*.jsonl``) files; no pairs is fine."""
+    pref = build_preference_dataset(sessions, target, validation_fraction)
+    out = Path(out_dir)
+    value: dict[str, Any] = {"format": "dpo", "target": Target(target).value, **pref.counts()}
+    value["pair_count"] = len(pref.train) + len(pref.validation)
+    for split, pairs in (("train", pref.train), ("validation", pref.validation)):
+        for flavour, records in (
+            ("openai", [p.openai_record() for p in pairs]),
+            ("trl", [p.trl_record() for p in pairs]),
+        ):
+            path = out / f"{flavour}_{split}.jsonl"
+            sha = _write_split(path, records)
+            value[f"{flavour}_{split}_path"] = str(path) if sha else None
+            value[f"{flavour}_{split}_sha256"] = sha
+    return value

@@ -1,0 +1,160 @@
+"""The promotion gate, and what the production app should point to once a model passes it.
+
+The gate reads only the figures of an evaluation (``results["metrics"]``), so the same functions
+serve the Dagster asset checks, the `promoted_model` asset (which re-checks, in case it is
+materialized in a run without the checks) and unit tests on hand-made figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASE, FINE_TUNED = "base", "fine_tuned"
+
+
+@dataclass(frozen=True, slots=True)
+class GateThresholds:
+    """Configurable bars a fine-tuned model must clear. `source` picks the item set (``all`` = both)."""
+
+    min_json_validity: float = 0.9
+    max_rule_violation_rate: float = 0.0
+    exact_match_tolerance: float = 0.0
+    source: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _value(figures: Mapping[str, Any], model: str, source: str, metric: str) -> tuple[float | None, int]:
+    m = figures.get(model, {}).get(source, {}).get(metric) or {}
+    return m.get("value"), int(m.get("n") or 0)
+
+
+def check_json_validity(figures: Mapping[str, Any], t: GateThresholds) -> GateResult:
+    """The fine-tuned model's share of replies the app can parse is at least the threshold."""
+    value, n = _value(figures, FINE_TUNED, t.source, "json_valid")
+    passed = value is not None and n > 0 and value >= t.min_json_validity
+    return GateResult(
+        "json_validity",
+        passed,
+        f"fine-tuned JSON validity {value if value is None else f'{value:.3f}'} (n={n}) "
+        f"{'>=' if passed else 'is below'} {t.min_json_validity:.3f}",
+        {"json_valid": value, "n": n, "threshold": t.min_json_validity},
+    )
+
+
+def check_not_worse_than_base(figures: Mapping[str, Any], t: GateThresholds) -> GateResult:
+    """The fine-tuned model's exact match is not below the base model's (minus a tolerance)."""
+    tuned, n_t = _value(figures, FINE_TUNED, t.source, "exact_match")
+    base, n_b = _value(figures, BASE, t.source, "exact_match")
+    passed = tuned is not None and base is not None and tuned >= base - t.exact_match_tolerance
+    return GateResult(
+        "exact_match_not_worse_than_base",
+        passed,
+        f"exact match fine-tuned {tuned} (n={n_t}) vs base {base} (n={n_b}), tolerance {t.exact_match_tolerance}",
+        {"fine_tuned_exact_match": tuned, "base_exact_match": base, "tolerance": t.exact_match_tolerance},
+    )
+
+
+def check_rule_violations(figures: Mapping[str, Any], t: GateThresholds) -> GateResult:
+    """The fine-tuned model's rate of forbidden orders (CHAMPAGNE_FEAST+SIMPLE) is at most the threshold."""
+    value, n = _value(figures, FINE_TUNED, t.source, "rule_violation_rate")
+    passed = value is not None and n > 0 and value <= t.max_rule_violation_rate
+    return GateResult(
+        "rule_violations",
+        passed,
+        f"fine-tuned rule violation rate {value} (n={n}), allowed at most {t.max_rule_violation_rate}",
+        {"rule_violation_rate": value, "n": n, "threshold": t.max_rule_violation_rate},
+    )
+
+
+GATE_CHECKS = (check_json_validity, check_not_worse_than_base, check_rule_violations)
+
+
+def evaluate_gate(figures: Mapping[str, Any], thresholds: GateThresholds) -> list[GateResult]:
+    """All gate checks on an evaluation's ``metrics``."""
+    return [check(figures, thresholds) for check in GATE_CHECKS]
+
+
+def gate_to_dict(results: list[GateResult], thresholds: GateThresholds) -> dict[str, Any]:
+    return {
+        "thresholds": asdict(thresholds),
+        "passed": all(r.passed for r in results),
+        "checks": [asdict(r) for r in results],
+    }
+
+
+# --- What the production app points to ---------------------------------------------------------
+
+
+def _lora_rank(adapter_dir: str) -> int | None:
+    cfg = Path(adapter_dir) / "adapter_config.json"
+    if not cfg.exists():
+        return None
+    r = json.loads(cfg.read_text(encoding="utf-8")).get("r")
+    return int(r) if r else None
+
+
+def serving_instructions(
+    fine_tuned_model: Mapping[str, Any],
+    served_name: str = "mrdabak",
+    host: str = "localhost",
+    port: int = 8000,
+) -> dict[str, Any]:
+    """How to serve the promoted model and the app's ``voice.llm.*`` settings that point at it.
+
+    Local adapter: vLLM serves the base model with the LoRA adapter under `served_name`; full
+    model: vLLM serves the directory under `served_name`. Cloud: the fine-tuned model id on its
+    endpoint. The API key is only ever referenced by its environment variable name.
+    """
+    backend = fine_tuned_model.get("backend")
+    if backend == "local":
+        model_path = str(fine_tuned_model.get("model_path"))
+        base = str(fine_tuned_model.get("base_model_path") or fine_tuned_model.get("base_model"))
+        if fine_tuned_model.get("is_adapter"):
+            cmd = ["vllm", "serve", base, "--enable-lora", "--lora-modules", f"{served_name}={model_path}"]
+            rank = _lora_rank(model_path)
+            if rank and rank > 16:  # vLLM's default --max-lora-rank is 16
+                cmd += ["--max-lora-rank", str(rank)]
+        else:
+            cmd = ["vllm", "serve", model_path, "--served-model-name", served_name]
+        cmd += ["--host", "0.0.0.0", "--port", str(port)]
+        return {
+            "backend": "local",
+            "kind": "adapter" if fine_tuned_model.get("is_adapter") else "full_model",
+            "adapter_path": model_path if fine_tuned_model.get("is_adapter") else None,
+            "model_path": model_path,
+            "base_model_path": base,
+            "serve_command": shlex.join(cmd),
+            "app_settings": {
+                "voice.llm.api-url": f"http://{host}:{port}/v1",
+                "voice.llm.model": served_name,
+                "voice.llm.api-key": "any non-empty value (vLLM without --api-key)",
+            },
+        }
+    if backend in ("openai", "azure"):
+        # Azure calls a deployment, not the model id; the cloud backend records it when it deploys.
+        model_id = fine_tuned_model.get("deployment") or fine_tuned_model.get("model_id")
+        default_url = "https://api.openai.com/v1" if backend == "openai" else None
+        return {
+            "backend": backend,
+            "kind": "cloud_model",
+            "model_id": model_id,
+            "base_url": fine_tuned_model.get("base_url") or default_url,
+            "app_settings": {
+                "voice.llm.api-url": fine_tuned_model.get("base_url") or default_url,
+                "voice.llm.model": model_id,
+                "voice.llm.api-key": "${AZURE_OPENAI_API_KEY}" if backend == "azure" else "${OPENAI_API_KEY}",
+            },
+        }
+    raise ValueError(f"unknown fine_tuned_model backend: {backend!r}")

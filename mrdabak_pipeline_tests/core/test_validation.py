@@ -1,0 +1,136 @@
+"""OpenAI chat-format checks, token counts, epochs and cost (the cookbook recipe as functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mrdabak_pipeline.core import validation as V
+from mrdabak_pipeline.core.chat_format import session_to_example
+from mrdabak_pipeline.core.dataset_build import write_openai_dataset
+from mrdabak_pipeline.core.tokens import resolve_encoding
+from mrdabak_pipeline_tests.dataset_helpers import order_session
+
+SYSTEM = {"role": "system", "content": "당신은 상담원입니다."}
+USER = {"role": "user", "content": "프렌치 디너 하나요"}
+ASSISTANT = {"role": "assistant", "content": '{"message":"네","orderState":{}}'}
+
+#: One planted bad line per named error.
+PLANTED: dict[str, str] = {
+    "invalid_json": '{"messages": [',
+    "data_type": json.dumps([SYSTEM, USER, ASSISTANT]),
+    "missing_messages_list": json.dumps({"prompt": "x"}),
+    "message_data_type": json.dumps({"messages": [SYSTEM, "hello", ASSISTANT]}),
+    "message_missing_key": json.dumps({"messages": [SYSTEM, {"role": "user"}, ASSISTANT]}),
+    "message_unrecognized_key": json.dumps({"messages": [SYSTEM, {**USER, "order_state": {}}, ASSISTANT]}),
+    "unrecognized_role": json.dumps({"messages": [SYSTEM, {"role": "customer", "content": "안녕"}, ASSISTANT]}),
+    "missing_content": json.dumps({"messages": [SYSTEM, USER, {"role": "assistant", "content": ""}]}),
+    "example_missing_assistant_message": json.dumps({"messages": [SYSTEM, USER]}),
+}
+
+
+def test_every_named_error_is_planted_once() -> None:
+    assert set(PLANTED) == set(V.FORMAT_ERRORS)
+
+
+@pytest.mark.parametrize("code", list(PLANTED))
+def test_planted_bad_example_produces_its_named_error(tmp_path: Path, code: str) -> None:
+    good = json.dumps({"messages": [SYSTEM, USER, ASSISTANT]}, ensure_ascii=False)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{good}\n{PLANTED[code]}\n{good}\n", encoding="utf-8")
+    report = V.validate_jsonl(path)
+    assert not report.ok
+    assert report.errors[code] == 1
+    assert report.error_lines[code] == [2]
+    n, errors, lines = V.check_jsonl_format(path)
+    assert n == 3 and errors == report.errors and lines == report.error_lines
+
+
+def test_clean_example_has_no_errors_and_warnings_for_missing_system_and_user() -> None:
+    report = V.validate_examples([{"messages": [SYSTEM, USER, ASSISTANT]}, {"messages": [ASSISTANT]}])
+    assert report.ok
+    assert report.warnings == {"missing_system_message": 1, "missing_user_message": 1}
+    assert report.warning_lines["missing_user_message"] == [2]
+
+
+def test_token_count_follows_the_cookbook_convention() -> None:
+    enc = resolve_encoding(V.DEFAULT_MODEL).encoding
+    example = {"messages": [USER, {**ASSISTANT, "name": "bot"}]}
+    expected = (
+        3 + len(enc.encode("user")) + len(enc.encode(USER["content"]))
+        + 3 + len(enc.encode("assistant")) + len(enc.encode(ASSISTANT["content"])) + len(enc.encode("bot")) + 1
+        + 3
+    )
+    report = V.validate_examples([example])
+    assert report.n_tokens == [expected]
+    assert report.n_assistant_tokens == [len(enc.encode(ASSISTANT["content"]))]
+    assert report.n_messages == [2]
+
+
+def test_fast_and_naive_counts_are_identical(tmp_path: Path) -> None:
+    sessions = [order_session(f"s{i}", name=f"고객{i % 7}") for i in range(40)]
+    examples = [session_to_example(s) for s in sessions]
+    examples.append({"messages": [SYSTEM, {"role": "user", "content": "<|endoftext|> 특수 토큰 글자", "name": "kim"}, ASSISTANT]})
+    examples.append({"messages": [SYSTEM, USER, {**ASSISTANT, "weight": 0}, ASSISTANT]})
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples) + "not json\n", encoding="utf-8")
+    fast = V.validate_jsonl(path, num_threads=2)
+    naive = V.validate_jsonl_naive(path)
+    assert fast.n_tokens == naive.n_tokens and fast.n_assistant_tokens == naive.n_assistant_tokens
+    assert fast.summary() == naive.summary()
+    assert fast.n_tokens[-1] == 0 and fast.errors == {"invalid_json": 1}
+    # chunked threads give the same lengths as one thread
+    enc = resolve_encoding(V.DEFAULT_MODEL).encoding
+    texts = [f"텍스트 {i} " * (i % 5 + 1) for i in range(2500)]
+    assert V.token_lengths(texts, enc, 3) == V.token_lengths(texts, enc, 1)
+
+
+@pytest.mark.parametrize(
+    ("n", "epochs"), [(0, 0), (1, 25), (3, 25), (10, 10), (33, 3), (34, 3), (5000, 3), (8334, 2), (10_000, 2), (30_000, 1)]
+)
+def test_default_epochs_matches_the_api_heuristic(n: int, epochs: int) -> None:
+    assert V.default_epochs(n) == epochs
+
+
+@given(st.integers(1, 200_000))
+def test_default_epochs_stay_in_range(n: int) -> None:
+    e = V.default_epochs(n)
+    assert 1 <= e <= 25
+    if 4 <= n <= 25_000:  # where the clamp can be met, it is
+        assert 100 <= n * e or e == 25
+        assert n * e <= 25_000 or e == 1
+
+
+def test_too_long_examples_are_flagged_and_billing_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(V.MAX_TOKENS_PER_EXAMPLE, "gpt-4o-mini", 40)
+    long = {"messages": [SYSTEM, {"role": "user", "content": "디너 " * 60}, ASSISTANT]}
+    short = {"messages": [USER, ASSISTANT]}
+    report = V.validate_examples([short, long, short], "gpt-4o-mini-2024-07-18")
+    assert report.ok  # too long is a warning: the API truncates
+    assert report.warnings["too_long"] == 1 and report.warning_lines["too_long"] == [2]
+    assert report.billing_tokens == report.n_tokens[0] + 40 + report.n_tokens[2]
+    cost = V.estimate_cost(report, "gpt-4o-mini-2024-07-18")
+    assert cost.n_epochs == 25  # 3 examples: the API raises the epochs
+    assert cost.billed_tokens == report.billing_tokens * 25
+    assert cost.estimated_cost_usd == pytest.approx(cost.billed_tokens * 3.00 / 1_000_000)
+    assert V.estimate_cost(report, "unknown-model").estimated_cost_usd is None
+
+
+def test_written_files_round_trip_through_the_checks(tmp_path: Path) -> None:
+    sessions = [order_session(f"s{i}", name=f"고객{i}") for i in range(60)]
+    value = V_value = write_openai_dataset(sessions, tmp_path, model="gpt-4o-mini-2024-07-18")
+    assert value["format_ok"] and value["train_examples"] + value["validation_examples"] == 60
+    for split in ("train", "validation"):
+        path = Path(value[f"{split}_path"])
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == value[f"{split}_sha256"]
+        report = V.validate_jsonl(path)
+        assert report.ok and report.n_examples == value[f"{split}_examples"]
+        assert report.summary() == V_value["reports"][split]
+    assert value["estimated_cost_usd"] > 0 and value["encoding"]["exact"] is True
+    table = V.distributions_markdown([("train", V.validate_jsonl(value["train_path"]))])
+    assert "| train | tokens per example |" in table and table.count("\n") == 4
