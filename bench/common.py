@@ -22,8 +22,14 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-#: Seeded databases are reused between runs (they take a minute to build at 100k sessions).
-CACHE_DIR = BENCH_DIR / ".cache"
+CACHE_ENV = "MRDABAK_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Seeded DBs, chain outputs and models, reused between runs (100k sessions take a minute to
+    seed). ``bench/.cache`` (git-ignored) unless `MRDABAK_BENCH_CACHE` points elsewhere (tests)."""
+    return Path(os.environ.get(CACHE_ENV) or BENCH_DIR / ".cache").absolute()
+
 RESULTS_PATH = BENCH_DIR / "results.json"
 RESULT_KEYS = ("figure", "value", "unit", "baseline", "ratio", "target", "met")
 

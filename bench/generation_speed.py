@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.common import Profile, Result, missing
+from bench.common import Profile, Result, cache_dir, missing
 
 NUM_THREADS = 1
 BATCH_SIZE = 8
@@ -35,7 +35,6 @@ def _prompts(path: Path, n: int) -> list[list[dict[str, str]]]:
 
 
 def _model(profile: Profile, dataset: Path) -> dict[str, Any]:
-    from bench.common import CACHE_DIR
     from bench.training_throughput import trained_model
 
     trained = trained_model(profile)
@@ -45,7 +44,7 @@ def _model(profile: Profile, dataset: Path) -> dict[str, Any]:
     from mrdabak_pipeline.core.training.sft import TINY, load_dialogs, resolve_base_model
 
     dialogs = [list(d) for d in load_dialogs(dataset)["train"]["messages"]]
-    base = resolve_base_model(TINY, CACHE_DIR / "models", dialogs)
+    base = resolve_base_model(TINY, cache_dir() / "models", dialogs)
     return {"model_path": base, "base_model_path": None, "is_adapter": False, "what": "random-init tiny base"}
 
 
@@ -55,11 +54,10 @@ def run(profile: Profile) -> list[Result]:
         return [Result.skipped("6 generation tokens/s", "tokens/s", "ratio > 1", reason)]
     import torch
 
-    from mrdabak_pipeline.core.evaluation.generate import LocalHFGenerator
-
     from bench.prep_chain import output_dir
     from bench.seeded import seeded_db
     from bench.training_throughput import dataset_dir
+    from mrdabak_pipeline.core.evaluation.generate import LocalHFGenerator
 
     torch.set_num_threads(NUM_THREADS)
     dataset = dataset_dir(profile)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from bench.common import CACHE_DIR, emit, run_worker
+from bench.common import cache_dir, emit, run_worker
 
 SEED = 7
 END_DATE = date(2025, 6, 30)  # inside daily_partitions (start 2025-01-01) with > 90 days before it
@@ -41,7 +41,7 @@ class SeededDb:
 
 def _paths(sessions: int, days: int) -> tuple[Path, Path]:
     stem = f"raw_{sessions}s_{days}d_{END_DATE.isoformat()}_seed{SEED}"
-    return CACHE_DIR / f"{stem}.db", CACHE_DIR / f"{stem}.json"
+    return cache_dir() / f"{stem}.db", cache_dir() / f"{stem}.json"
 
 
 def seeded_db(sessions: int, days: int) -> SeededDb:
@@ -55,13 +55,12 @@ def seeded_db(sessions: int, days: int) -> SeededDb:
 
 def _seed(sessions: int, days: int) -> dict[str, float]:
     """Seed into a temp file then rename, so an interrupted run never leaves a half DB in the cache."""
+    from bench.common import peak_rss_mib
     from mrdabak_pipeline.core.db import make_engine
     from mrdabak_pipeline.core.seed import seed_database
 
-    from bench.common import peak_rss_mib
-
     db, meta = _paths(sessions, days)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cache_dir().mkdir(parents=True, exist_ok=True)
     tmp = db.with_suffix(".db.tmp")
     tmp.unlink(missing_ok=True)
     engine = make_engine(f"sqlite:///{tmp}")

@@ -45,6 +45,9 @@ def _tick_fn(db: SeededDb) -> tuple[Callable[[], object], str]:
 
 
 def run(profile: Profile) -> list[Result]:
+    import logging
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)  # the sensor logs its decision every tick
     small_n, big_n = profile.sizes
     days = profile.history_days + 1
     small, big = seeded_db(small_n, days), seeded_db(big_n, days)

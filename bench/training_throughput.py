@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CACHE_DIR, Profile, Result, emit, missing, run_worker
+from bench.common import Profile, Result, cache_dir, emit, missing, run_worker
 
 SPEEDUP_TARGET = 1.5
 LOSS_TOLERANCE = 0.05
@@ -33,7 +33,7 @@ def dataset_dir(profile: Profile) -> Path:
     chain = output_dir(db)
     if not (chain / "train.jsonl").exists():
         measure(db)
-    dest = CACHE_DIR / f"train_ds_{profile.name}_{profile.train_dialogs}"
+    dest = cache_dir() / f"train_ds_{profile.name}_{profile.train_dialogs}"
     if dest.exists():
         return dest
     from datasets import Dataset, DatasetDict
@@ -65,7 +65,7 @@ def _train(mode: str, dataset: Path, epochs: float, out: Path) -> dict[str, Any]
         logging_steps=1,
     )
     t0 = time.perf_counter()
-    result = train_sft(params, dataset, out / mode, CACHE_DIR / "models", log=lambda _msg: None)
+    result = train_sft(params, dataset, out / mode, cache_dir() / "models", log=lambda _msg: None)
     wall = time.perf_counter() - t0
     tok = AutoTokenizer.from_pretrained(result["base_model_path"])
     dialogs = load_dialogs(dataset)["train"]["messages"]
@@ -94,7 +94,7 @@ def run(profile: Profile) -> list[Result]:
     if reason:
         return [Result.skipped("3 training throughput", "tokens/s", target, reason)]
     dataset = dataset_dir(profile)
-    out = CACHE_DIR / f"train_runs_{profile.name}"
+    out = cache_dir() / f"train_runs_{profile.name}"
     epochs = str(profile.train_epochs)
     runs = {mode: run_worker("training_throughput", ["--mode", mode, "--dataset", str(dataset), "--epochs", epochs,
                                                      "--out", str(out)], timeout=3600)
@@ -117,7 +117,7 @@ def run(profile: Profile) -> list[Result]:
 
 def trained_model(profile: Profile) -> dict[str, Any] | None:
     """The packed run's adapter from this profile's figure 3, if it ran (figure 6 generates with it)."""
-    path = CACHE_DIR / f"train_runs_{profile.name}" / "runs.json"
+    path = cache_dir() / f"train_runs_{profile.name}" / "runs.json"
     return json.loads(path.read_text())["packed"] if path.exists() else None
 
 

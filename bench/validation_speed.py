@@ -13,7 +13,7 @@ import itertools
 import time
 from pathlib import Path
 
-from bench.common import CACHE_DIR, Profile, Result, missing
+from bench.common import Profile, Result, cache_dir, missing
 from bench.prep_chain import measure, output_dir
 from bench.seeded import seeded_db
 
@@ -26,7 +26,7 @@ def dataset_file(profile: Profile) -> Path:
     source = output_dir(db) / "train.jsonl"
     if not source.exists():
         measure(db)
-    dest = CACHE_DIR / f"validation_{profile.validation_examples}_{db.path.stem}.jsonl"
+    dest = cache_dir() / f"validation_{profile.validation_examples}_{db.path.stem}.jsonl"
     if not dest.exists() or dest.stat().st_mtime < source.stat().st_mtime:
         with source.open("rb") as src, dest.open("wb") as out:
             out.writelines(itertools.islice(src, profile.validation_examples))

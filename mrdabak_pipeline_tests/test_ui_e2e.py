@@ -278,13 +278,17 @@ def test_ui_end_to_end(server: Server, tmp_path: Path) -> None:
     # 5. The asset page in a real browser.
     chromium = _chromium()
     shots = server.data_dir / "reports" / "ui"
-    pages = {
-        "asset_evaluation_report.png": f"{server.url}/assets/evaluation_report",
-        "lineage_evaluation_report.png": f"{server.url}/assets/evaluation_report?view=lineage",
+    pages = {  # file name -> (URL, names the rendered page must show)
+        "asset_evaluation_report.png": (f"{server.url}/assets/evaluation_report", ["evaluation_report", "metrics_plot"]),
+        "lineage_promoted_model.png": (
+            f"{server.url}/assets/promoted_model?view=lineage&lineageScope=upstream&lineageDepth=10",
+            ["raw_conversation_logs", "augmented_sessions", "fine_tuned_model", "promoted_model"],
+        ),
     }
-    for name, url in pages.items():
+    for name, (url, names) in pages.items():
         dom = _screenshot(chromium, url, shots / name, tmp_path / name)
-        assert "evaluation_report" in dom, f"{url} did not render the asset (DOM has {len(dom)} chars)"
+        absent = [n for n in names if n not in dom]
+        assert not absent, f"{url} rendered without {absent} (DOM has {len(dom)} chars)"
         _assert_not_blank(shots / name)
     if artifact_dir := os.environ.get(ARTIFACT_DIR_ENV):
         target = Path(artifact_dir) / "ui"

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mrdabak_pipeline.core.chat_format import (
     DEFAULT_VALIDATION_FRACTION,
@@ -38,6 +42,21 @@ MAX_LISTED_SKIPS = 50
 
 class EmptyDatasetError(ValueError):
     """No session could become a training example: nothing to write."""
+
+
+def recent_partitions(table: pa.Table, days: int | None) -> pa.Table:
+    """Rows of the last `days` partition days, counted back from the newest partition present.
+
+    Anchored on the data rather than on today, so rebuilding from the same stored partitions
+    gives the same dataset whenever it runs. ``None`` keeps everything.
+    """
+    if days is None or table.num_rows == 0:
+        return table
+    if days < 1:
+        raise ValueError(f"window must be at least 1 day, got {days}")
+    newest = date.fromisoformat(pc.max(table["partition_date"]).as_py())
+    first = (newest - timedelta(days=days - 1)).isoformat()
+    return table.filter(pc.greater_equal(table["partition_date"], first))
 
 
 def _write_split(path: Path, examples: Sequence[dict[str, Any]]) -> str | None:
@@ -142,8 +161,12 @@ def write_huggingface_dataset(train_jsonl: str | Path, validation_jsonl: str | P
         rows = {k: [obj for _, obj in read_jsonl(p)] if p else [] for k, p in splits.items()}
         for name, examples in rows.items():
             write_jsonl(tmp / f"{name}.jsonl", examples)
-        dd = DatasetDict({k: Dataset.from_list(v, features=features) for k, v in rows.items()})
-        dd.save_to_disk(str(tmp / "dataset"))
+        # from_dict, not from_list: an empty from_list loses its columns in the saved Arrow file
+        dd = DatasetDict(
+            {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features) for k, v in rows.items()}
+        )
+        # an empty split would be saved with zero shards, which load_from_disk cannot read back
+        dd.save_to_disk(str(tmp / "dataset"), num_shards={k: 1 for k, v in rows.items() if not v})
 
     folder = atomic_directory(Path(out_root) / digest[:16], fill)
     return {

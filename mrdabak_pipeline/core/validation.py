@@ -142,7 +142,8 @@ def count_tokens_naive(examples: Sequence[Any], encoding: tiktoken.Encoding) -> 
     """The cookbook's reference loop: (tokens, assistant tokens) per example, one encode per value.
 
     ``disallowed_special=()`` counts text like ``<|endoftext|>`` as ordinary text instead of
-    raising, which is what `count_tokens_fast` (``encode_ordinary``) does too.
+    raising, which is what `count_tokens_fast` (``encode_ordinary``) does too. An example with no
+    readable message counts 0 (the cookbook would crash on it; the format errors report it).
     """
     totals: list[int] = []
     assistant: list[int] = []
@@ -156,7 +157,7 @@ def count_tokens_naive(examples: Sequence[Any], encoding: tiktoken.Encoding) -> 
                     n += len(encoding.encode(value, disallowed_special=()))
                 if key == "name":
                     n += TOKENS_PER_NAME
-        totals.append(n + TOKENS_REPLY_PRIMING)
+        totals.append(n + TOKENS_REPLY_PRIMING if messages else 0)
         assistant.append(
             sum(
                 len(encoding.encode(m["content"], disallowed_special=()))
@@ -185,15 +186,16 @@ def token_lengths(texts: list[str], encoding: tiktoken.Encoding, num_threads: in
 def count_tokens_fast(
     examples: Sequence[Any], encoding: tiktoken.Encoding, num_threads: int | None = None
 ) -> tuple[list[int], list[int]]:
-    """Same numbers as `count_tokens_naive`, encoding each distinct string once in a threaded batch."""
+    """Same numbers as `count_tokens_naive`, encoding each distinct string once."""
     index: dict[str, int] = {}
     # per example: (ids of every string value, fixed overhead, ids of assistant contents)
     plans: list[tuple[list[int], int, list[int]]] = []
     for example in examples:
         ids: list[int] = []
         assistant_ids: list[int] = []
-        overhead = TOKENS_REPLY_PRIMING
-        for message in _messages(example):
+        messages = _messages(example)
+        overhead = TOKENS_REPLY_PRIMING if messages else 0
+        for message in messages:
             overhead += TOKENS_PER_MESSAGE
             for key, value in message.items():
                 if isinstance(value, str):
@@ -422,11 +424,11 @@ def estimate_cost(train: ValidationReport, model: str = DEFAULT_MODEL, n_epochs:
     )
 
 
-def distributions_markdown(reports: Iterable[tuple[str, ValidationReport]]) -> str:
-    """One Markdown table: per split, the distribution of messages / tokens / assistant tokens."""
+def distributions_markdown(splits: Iterable[tuple[str, dict[str, dict[str, float]]]]) -> str:
+    """One Markdown table from ``(split, ValidationReport.distributions())`` pairs."""
     cols = ("min", "p5", "median", "mean", "p95", "max")
     lines = ["| split | per example | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
-    for split, report in reports:
-        for name, dist in report.distributions().items():
+    for split, dists in splits:
+        for name, dist in dists.items():
             lines.append(f"| {split} | {name} | " + " | ".join(f"{dist[c]:g}" for c in cols) + " |")
     return "\n".join(lines)

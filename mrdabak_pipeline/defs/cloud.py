@@ -252,7 +252,7 @@ def run_cloud_fine_tune(
 
     model_id = result["model_id"]
     serving_model = model_id
-    base_url = client.sdk.base_url.__str__().rstrip("/")
+    base_url = str(client.sdk.base_url).rstrip("/")
     deployment_md: str | None = None
     azure_endpoint = resource.resolved_azure_endpoint()
     if backend == "azure":

@@ -23,16 +23,13 @@ from dagster import (
     asset_check,
 )
 
+from mrdabak_pipeline.core.chat_format import GOLDEN_PATH, load_golden
 from mrdabak_pipeline.core.evaluation import promotion
 from mrdabak_pipeline.core.evaluation.generate import OpenAIChatGenerator, generators_for
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
-from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples, read_chat_jsonl
+from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
 from mrdabak_pipeline.defs.resources import DataPathsResource
-
-#: The committed golden set, used when the data root (MRDABAK_DATA_DIR) has none of its own.
-REPO_GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "golden.jsonl"
-
 
 class EvaluationConfig(Config):
     """How much to evaluate, how to generate, and the promotion gate's thresholds."""
@@ -58,7 +55,8 @@ class EvaluationConfig(Config):
 
 
 def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path | None:
-    candidates = [Path(config.golden_path)] if config.golden_path else [data_paths.root_path / "golden" / "golden.jsonl", REPO_GOLDEN]
+    # The data root's own golden set first, else the committed one (core.chat_format.GOLDEN_PATH).
+    candidates = [Path(config.golden_path)] if config.golden_path else [data_paths.root_path / "golden" / "golden.jsonl", GOLDEN_PATH]
     return next((p for p in candidates if p.exists()), None)
 
 
@@ -83,10 +81,12 @@ def evaluation_report(
     if golden is None:
         context.log.warning("no golden set found (data/golden/golden.jsonl): evaluating on validation only")
     else:
-        g_examples, g_skips = read_chat_jsonl(golden, "golden")
-        g_items, g_item_skips = items_from_examples(g_examples, "golden", config.max_golden_items)
+        # load_golden raises GoldenFormatError naming the line: a broken hand-written set is a bug
+        # to fix, not something to evaluate around.
+        g_examples = [{"id": g.id, "category": g.category, "messages": g.messages} for g in load_golden(golden)]
+        g_items, g_skips = items_from_examples(g_examples, "golden", config.max_golden_items, last_turn_only=True)
         items += g_items
-        skipped += g_skips + g_item_skips
+        skipped += g_skips
     judge = None
     if config.judge_model:
         judge_gen = OpenAIChatGenerator(config.judge_model, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env)

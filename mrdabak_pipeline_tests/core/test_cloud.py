@@ -24,6 +24,7 @@ from mrdabak_pipeline.core.cloud import (
     build_job_spec,
     default_deployment_name,
     deploy_fine_tuned_model,
+    estimated_cost_usd,
     make_sdk_client,
     manual_deployment_steps,
     parse_hparam,
@@ -118,6 +119,11 @@ def test_costs_and_app_settings() -> None:
     assert training_cost_usd("gpt-4o-mini-2024-07-18", 1_000_000) == 3.0
     assert training_cost_usd("gpt-4o-2024-08-06", 1_000_000) == 25.0
     assert training_cost_usd("unknown-model", 10) is None
+    ds = {"train_tokens": 100_000, "estimated_cost_usd": 0.9}
+    assert estimated_cost_usd("gpt-4o-mini-2024-07-18", ds, 2) == 0.6  # explicit epochs: recomputed
+    assert estimated_cost_usd("gpt-4o-mini-2024-07-18", ds, "auto") == 0.9  # the dataset's own estimate
+    assert estimated_cost_usd("gpt-4o-mini-2024-07-18", {"train_tokens": 100_000}, "auto") == 0.9  # 3 epochs
+    assert estimated_cost_usd("gpt-4o-mini-2024-07-18", {}, 3) is None
     s = app_settings(backend="openai", model="ft:gpt-4o-mini:org:x:1")
     assert s["properties"] == {
         "voice.llm.api-url": "https://api.openai.com/v1/chat/completions",

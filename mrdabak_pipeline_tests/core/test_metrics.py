@@ -197,6 +197,16 @@ def test_unparseable_reference_is_skipped_with_reason_and_max_items_bounds() -> 
     assert bounded == items_from_examples(list(reversed(exs)), "validation", max_items=3)[0]  # stable order
 
 
+def test_weight_zero_turns_are_skipped_and_last_turn_only() -> None:
+    ex = _example("s", [{"needsMoreInfo": ["dinnerType"]}, {"dinnerType": "FRENCH"}, FULL])
+    ex["messages"][4]["weight"] = 0
+    items, skipped = items_from_examples([ex], "validation")
+    assert [it.turn_index for it in items] == [0, 2]
+    assert [(s.example_id, s.reason) for s in skipped] == [("s#1", "weight 0: not a training target")]
+    last, _ = items_from_examples([ex], "golden", last_turn_only=True)
+    assert [it.item_id for it in last] == ["golden:s#2"] and last[0].ref_state == FULL
+
+
 def test_golden_out_of_domain_category_marks_the_item() -> None:
     ex = _example("g1", [{"needsMoreInfo": ["dinnerType"]}])
     ex["category"] = "out_of_domain"
@@ -226,6 +236,16 @@ def test_consistency_compares_after_mapping_reworded_values() -> None:
     assert not consistency_groups(items, broken)[0]["consistent"]
 
 
+def test_without_source_ids_rewordings_group_by_order_flow() -> None:
+    flow = [{"dinnerType": "FRENCH", "quantity": 2, "deliveryTime": "19:00"}, FULL]
+    reworded = [{"dinnerType": "FRENCH", "quantity": 2, "deliveryTime": "12:00"}, {**FULL, "deliveryAddress": "대구 중구 3"}]
+    other = [{"dinnerType": "ENGLISH", "quantity": 1}, FULL]
+    exs = [_example("a", flow), _example("b", reworded), _example("c", other)]
+    items, _ = items_from_examples(exs, "validation")
+    groups = consistency_groups(items, score_replies(items, [it.reference for it in items]))
+    assert [(g["turn"], g["n_variants"]) for g in groups] == [(0, 2), (1, 2)]
+
+
 # --- summary ---------------------------------------------------------------------------------
 
 
@@ -245,7 +265,8 @@ def test_summary_figures_and_counts() -> None:
     assert m["exact_match"].value == pytest.approx(3 / 5)
     assert m["rule_violation_rate"].value == pytest.approx(1 / 5)
     assert m["ood_declined"].value == 1.0 and m["ood_declined"].n == 1
-    assert m["consistency"].n == 0 and m["consistency"].value is None
+    # The four PARTIAL sessions share one order flow: one group, broken by the two wrong replies.
+    assert m["consistency"].n == 1 and m["consistency"].value == 0.0
     assert 0 < m["needs_more_info_f1"].value < 1
     for metric in m.values():
         if metric.value is not None:

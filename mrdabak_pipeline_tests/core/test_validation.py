@@ -101,9 +101,12 @@ def test_default_epochs_matches_the_api_heuristic(n: int, epochs: int) -> None:
 def test_default_epochs_stay_in_range(n: int) -> None:
     e = V.default_epochs(n)
     assert 1 <= e <= 25
-    if 4 <= n <= 25_000:  # where the clamp can be met, it is
-        assert 100 <= n * e or e == 25
-        assert n * e <= 25_000 or e == 1
+    if n * 3 < 100:  # too few examples: as many epochs as fit in 100 example-epochs (at most 25)
+        assert e == 25 or n * e <= 100 < n * (e + 1)
+    elif n * 3 > 25_000:  # too many: as many as fit in 25,000 (at least 1)
+        assert e == 1 or n * e <= 25_000 < n * (e + 1)
+    else:
+        assert e == 3
 
 
 def test_too_long_examples_are_flagged_and_billing_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,5 +135,5 @@ def test_written_files_round_trip_through_the_checks(tmp_path: Path) -> None:
         assert report.ok and report.n_examples == value[f"{split}_examples"]
         assert report.summary() == V_value["reports"][split]
     assert value["estimated_cost_usd"] > 0 and value["encoding"]["exact"] is True
-    table = V.distributions_markdown([("train", V.validate_jsonl(value["train_path"]))])
+    table = V.distributions_markdown([("train", V.validate_jsonl(value["train_path"]).distributions())])
     assert "| train | tokens per example |" in table and table.count("\n") == 4

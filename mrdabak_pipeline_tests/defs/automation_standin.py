@@ -6,7 +6,7 @@ location) exercise jobs, schedules and sensors without running the pipeline's he
 
 from __future__ import annotations
 
-from dagster import AssetsDefinition, Definitions, asset, fs_io_manager
+from dagster import AssetsDefinition, Definitions, FilesystemIOManager, asset
 
 from mrdabak_pipeline.defs import automation
 from mrdabak_pipeline.defs.partitions import daily_partitions
@@ -44,7 +44,7 @@ def build_stand_in_defs(raw_db: RawDatabaseResource | None = None) -> Definition
         jobs=automation.jobs,
         schedules=automation.schedules,
         sensors=automation.sensors,
-        resources={"raw_db": raw_db or RawDatabaseResource(), "io_manager": fs_io_manager},
+        resources={"raw_db": raw_db or RawDatabaseResource(), "io_manager": FilesystemIOManager()},
     )
 
 

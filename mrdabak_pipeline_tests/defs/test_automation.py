@@ -91,7 +91,7 @@ def _tick(defs: Definitions, instance: DagsterInstance, raw_db: RawDatabaseResou
         resources={"raw_db": raw_db},
         repository_def=defs.get_repository_def(),
     )
-    return defs.get_sensor_def("retrain_sensor").evaluate_tick(context)
+    return defs.resolve_sensor_def("retrain_sensor").evaluate_tick(context)
 
 
 # --- Jobs and schedule --------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_jobs_select_the_right_assets(defs: Definitions) -> None:
 def test_nightly_schedule_requests_yesterday_in_seoul(
     defs: Definitions, instance: DagsterInstance, fires_at: datetime, expected_partition: str
 ) -> None:
-    schedule = defs.get_schedule_def("nightly_refresh_schedule")
+    schedule = defs.resolve_schedule_def("nightly_refresh_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "Asia/Seoul"
     assert schedule.job_name == "daily_refresh_job"
@@ -196,7 +196,7 @@ def test_retrain_threshold_from_env(defs, instance, raw_db, monkeypatch) -> None
 
 
 def test_retrain_sensor_settings(defs) -> None:
-    sensor = defs.get_sensor_def("retrain_sensor")
+    sensor = defs.resolve_sensor_def("retrain_sensor")
     assert sensor.job_name == "train_evaluate_promote_job"
     assert 5 * 60 <= sensor.minimum_interval_seconds <= 60 * 60
 
@@ -220,7 +220,7 @@ def test_datasets_follow_a_successful_refresh_once(defs, instance) -> None:
     request = automation.datasets_after_refresh_sensor(context)
     assert request.run_key == f"datasets-after-{run.run_id}"
     assert request.tags["mrdabak/after_partition"] == "2025-03-09"
-    assert defs.get_sensor_def("datasets_after_refresh_sensor").job_name == "datasets_job"
+    assert defs.resolve_sensor_def("datasets_after_refresh_sensor").job_name == "datasets_job"
 
     # A datasets run still waiting in the queue will read this day too: no second request.
     create_run_for_test(instance, job_name="datasets_job", status=DagsterRunStatus.NOT_STARTED)
@@ -327,3 +327,23 @@ def test_workspace_loads_the_code_location() -> None:
     (entry,) = workspace["load_from"]
     assert entry["python_module"]["module_name"] == "mrdabak_pipeline.definitions"
 
+
+
+# --- The real code location ---------------------------------------------------------------------
+
+
+def test_real_definitions_wire_the_automation() -> None:
+    """The lead's Definitions carry these jobs over the real assets, with the promised policies."""
+    from dagster import BackfillPolicy
+
+    from mrdabak_pipeline.definitions import defs as real
+
+    for name in ("daily_refresh_job", "datasets_job", "train_evaluate_promote_job"):
+        assert real.resolve_job_def(name) is not None
+    assert real.resolve_schedule_def("nightly_refresh_schedule").job_name == "daily_refresh_job"
+    for name in ("datasets_after_refresh_sensor", "retrain_sensor", "run_failure_alert_sensor"):
+        assert real.resolve_sensor_def(name) is not None
+    graph = real.resolve_asset_graph()
+    for key in automation.DAILY_ASSETS:
+        assert graph.get(AssetKey(key)).backfill_policy == BackfillPolicy.single_run(), key
+    assert real.resolve_assets_def("fine_tuned_model").op.pool == "gpu"

@@ -94,7 +94,13 @@ def materialize(
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture
+def disk_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """An instance that writes its event log and run storage to files (scanned for the key)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as inst:
@@ -123,12 +129,12 @@ def assert_no_secret_anywhere(instance: dg.DagsterInstance, tmp_path: Path, *tex
 
 
 def test_happy_path_value_metadata_logs_and_no_key_leak(
-    server: FakeOpenAIServer, dataset: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path,
+    server: FakeOpenAIServer, dataset: dict[str, Any], disk_instance: dg.DagsterInstance, tmp_path: Path,
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
     # the Definitions resource: the key is a dagster.EnvVar, resolved only inside the run
-    result = materialize(server, dataset, instance, tmp_path, resource=default_openai_resource(),
+    result = materialize(server, dataset, disk_instance, tmp_path, resource=default_openai_resource(),
                          n_epochs=3, batch_size="1", learning_rate_multiplier="0.1", seed=42)
     assert result.success
     value = result.output_for_node("fine_tuned_model")
@@ -151,10 +157,10 @@ def test_happy_path_value_metadata_logs_and_no_key_leak(
     assert "voice.llm.api-key=${OPENAI_API_KEY}" in md["app_settings"].value
     assert md["final_train_loss"].value == pytest.approx(2.0 / 6, abs=1e-3)
 
-    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    messages = [e.user_message for e in disk_instance.all_logs(result.run_id)]
     assert any("Created fine-tuning job" in m for m in messages)
     assert any("status: running" in m for m in messages) and any("successfully completed" in m for m in messages)
-    assert instance.get_run_by_id(result.run_id).tags[cloud_defs.RUN_TAG_JOB_ID] == value["job_id"]
+    assert disk_instance.get_run_by_id(result.run_id).tags[cloud_defs.RUN_TAG_JOB_ID] == value["job_id"]
 
     # the app settings really point at a model that answers
     reply = openai.OpenAI(api_key=KEY, base_url=value["base_url"]).chat.completions.create(
@@ -162,7 +168,7 @@ def test_happy_path_value_metadata_logs_and_no_key_leak(
     )
     assert json.loads(reply.choices[0].message.content)["orderState"]["dinnerType"] == "valentine"
     out, err = capfd.readouterr()
-    assert_no_secret_anywhere(instance, tmp_path, json.dumps(value), str(md), out, err)
+    assert_no_secret_anywhere(disk_instance, tmp_path, json.dumps(value), str(md), out, err)
 
 
 def test_retried_run_attaches_to_the_running_job(
@@ -226,15 +232,17 @@ def test_terminating_the_run_cancels_the_job_unless_configured_not_to(
         raise DagsterExecutionInterruptedError()
 
     monkeypatch.setattr(cloud_defs, "_poll_sleep", terminated)
-    with pytest.raises(DagsterExecutionInterruptedError):
-        materialize(server, dataset, instance, tmp_path, cancel_on_run_termination=False)
+    kept_run = materialize(server, dataset, instance, tmp_path, cancel_on_run_termination=False)
+    assert not kept_run.success
     (kept,) = server.state.jobs.values()
     assert kept["status"] not in ("cancelled", "failed")
 
-    with pytest.raises(DagsterExecutionInterruptedError):
-        materialize(server, dataset, instance, tmp_path, n_epochs=2)
+    cancelled_run = materialize(server, dataset, instance, tmp_path, n_epochs=2)
+    assert not cancelled_run.success
     cancelled = [j for j in server.state.jobs.values() if j["id"] != kept["id"]]
     assert [j["status"] for j in cancelled] == ["cancelled"]
+    messages = [e.user_message for e in instance.all_logs(cancelled_run.run_id)]
+    assert any(f"cancelled fine-tuning job {cancelled[0]['id']}" in m for m in messages)
 
 
 def test_azure_backend_deploys_via_arm_and_records_settings(
@@ -246,8 +254,10 @@ def test_azure_backend_deploys_via_arm_and_records_settings(
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.url)
     arm = OpenAIFineTuningResource(arm_subscription_id="sub", arm_resource_group="rg", arm_account_name="acct",
                                    arm_base_url=server.url)
-    with pytest.raises(Exception, match="at most 18"):  # the OpenAI-length suffix is refused before upload
-        materialize(server, dataset, instance, tmp_path, backend="azure", resource=arm, suffix="mrdabak-voice-order-x")
+    refused = materialize(server, dataset, instance, tmp_path, backend="azure", resource=arm, suffix="mrdabak-voice-order")
+    assert not refused.success  # an OpenAI-length suffix is refused before anything is uploaded
+    (failure,) = [e for e in refused.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "azure allows at most 18" in str(failure.step_failure_data.error)
     assert server.state.uploads == 0
 
     result = materialize(server, dataset, instance, tmp_path, backend="azure", resource=arm, n_epochs=3)

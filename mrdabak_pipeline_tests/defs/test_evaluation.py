@@ -79,7 +79,7 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ds.save_to_disk(str(root / "datasets" / "hf"))
     (root / "golden").mkdir(parents=True)
     (root / "golden" / "golden.jsonl").write_text(
-        "\n".join(json.dumps(g, ensure_ascii=False) for g in GOLDEN) + "\n{broken line\n", encoding="utf-8"
+        "\n".join(json.dumps(g, ensure_ascii=False) for g in GOLDEN) + "\n", encoding="utf-8"
     )
     return root
 
@@ -139,9 +139,11 @@ def test_good_cloud_model_passes_the_gate_and_is_promoted(data_root: Path) -> No
     assert ft["json_valid"]["value"] == 1.0 and ft["json_valid"]["n"] == 12 and base["json_valid"]["value"] == 0.0
     assert ft["consistency"]["n"] == 5 and ft["consistency"]["value"] == 1.0
     assert report["metrics"]["fine_tuned"]["golden"]["ood_declined"]["value"] == 1.0
-    assert report["n_skipped"] == 1  # the broken golden line, with its reason in the report
+    assert report["n_skipped"] == 0
     md = Path(report["paths"]["markdown"]).read_text(encoding="utf-8")
-    assert "Promotion gate: PASSED" in md and "line 3" in md
+    assert "Promotion gate: PASSED" in md
+    items = json.loads(Path(report["paths"]["json"]).read_text(encoding="utf-8"))["items"]
+    assert {it["item_id"] for it in items if it["source"] == "golden"} == {"golden:ood-weather#0", "golden:champagne-simple#0"}
     assert Path(report["paths"]["markdown"]).is_relative_to(data_root / "reports" / "evaluation")
 
     mat = result.asset_materializations_for_node("evaluation_report")[0]
@@ -183,6 +185,15 @@ def test_threshold_above_what_was_reached_blocks_promotion(data_root: Path) -> N
     assert _started(alone, "promoted_model") and not alone.success
     failure = next(e for e in alone.all_events if e.event_type_value == "STEP_FAILURE")
     assert "promotion gate not passed" in str(failure.event_specific_data.error)
+
+
+def test_malformed_golden_set_fails_with_the_line(data_root: Path) -> None:
+    golden = data_root / "golden" / "golden.jsonl"
+    golden.write_text(golden.read_text(encoding="utf-8") + "{broken\n", encoding="utf-8")
+    result = _run(data_root, _cloud_value("http://127.0.0.1:9/v1"))
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "evaluation_report"
+    assert "golden.jsonl:3: not JSON" in str(failure.event_specific_data.error)
 
 
 def test_rule_breaking_model_is_blocked(data_root: Path) -> None:

@@ -196,11 +196,12 @@ class FineTuningClient:
             if job.status in FAILED_STATUSES:
                 continue
             meta = job.metadata or {}
-            if meta.get(META_FINGERPRINT) == fingerprint:
+            if meta.get(META_FINGERPRINT) == fingerprint or (
+                META_FINGERPRINT not in meta
+                and by_request
+                and self._same_request(job, spec, training_file, validation_file)  # type: ignore[arg-type]
+            ):
                 candidates.append(job)
-            elif META_FINGERPRINT not in meta and by_request:
-                if self._same_request(job, spec, training_file, validation_file):  # type: ignore[arg-type]
-                    candidates.append(job)
         if not candidates:
             return None
         return max(candidates, key=lambda j: (j.status == SUCCEEDED, j.created_at))

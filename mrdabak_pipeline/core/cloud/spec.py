@@ -227,17 +227,17 @@ def training_cost_usd(model: str, trained_tokens: int | None) -> float | None:
 
 
 def estimated_cost_usd(model: str, dataset: dict[str, Any], n_epochs: int | Auto) -> float | None:
-    """The dataset asset's own estimate if it has one, else its training tokens x epochs x price.
+    """Training tokens per epoch x epochs x price; the dataset asset's own estimate otherwise.
 
-    With ``n_epochs="auto"`` the API picks the epochs; 3 is its choice for small datasets.
+    With explicit ``n_epochs`` the estimate is recomputed (the dataset asset assumed its default
+    epochs); with ``"auto"`` the dataset's estimate stands, or 3 epochs (the API's small-data choice).
     """
+    tokens = dataset.get("train_tokens")
+    if isinstance(n_epochs, int) and tokens is not None:
+        return training_cost_usd(model, int(tokens) * n_epochs)
     if dataset.get("estimated_cost_usd") is not None:
         return float(dataset["estimated_cost_usd"])
-    tokens = dataset.get("train_tokens") or dataset.get("billable_tokens")
-    if tokens is None:
-        return None
-    epochs = n_epochs if isinstance(n_epochs, int) else 3
-    return training_cost_usd(model, int(tokens) * epochs)
+    return training_cost_usd(model, int(tokens) * 3) if tokens is not None else None
 
 
 def app_settings(

@@ -76,10 +76,6 @@ class ChatGenerator(Protocol):
 # --- Local Hugging Face models -----------------------------------------------------------------
 
 
-def _has_tokenizer(path: Path) -> bool:
-    return (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists()
-
-
 def adapter_base_path(adapter_dir: str | Path) -> str | None:
     """The base model recorded in a PEFT adapter's ``adapter_config.json`` (``None`` if absent)."""
     cfg = Path(adapter_dir) / "adapter_config.json"
@@ -91,9 +87,10 @@ def adapter_base_path(adapter_dir: str | Path) -> str | None:
 class LocalHFGenerator:
     """Greedy generation with a local causal LM, optionally with a PEFT adapter on top.
 
-    The model is loaded on first use and freed by `close`, so evaluating a base and a fine-tuned
-    model one after the other never holds both in (GPU) memory. Nothing is fetched from a hub:
-    `local_files_only` is set, and a path that is not on disk fails with the loader's error.
+    The model is loaded on first use (with `training.sft.load_model_for_inference`, so evaluation
+    loads exactly what training saved) and freed by `close`, so evaluating a base and a fine-tuned
+    model one after the other never holds both in (GPU) memory. Only local directories are
+    accepted: nothing is fetched from a hub.
     """
 
     def __init__(
@@ -122,35 +119,22 @@ class LocalHFGenerator:
         if self._model is not None:
             return
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mrdabak_pipeline.core.training.sft import load_model_for_inference
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-
-        base = self.base_model_path
-        if self.is_adapter and not base:
-            base = adapter_base_path(self.model_path)
-            if not base:
-                raise ValueError(f"{self.model_path}: adapter without a base model path")
-        weights_path = base if self.is_adapter else self.model_path
-        tok_path = self.model_path if _has_tokenizer(Path(self.model_path)) else (base or self.model_path)
-
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, local_files_only=True)
+        if not Path(self.model_path).is_dir():
+            raise OSError(f"{self.model_path}: no such model directory (nothing is fetched from a hub)")
+        # The same loader training uses to check its own output: adapter on its base, or a full model.
+        model, tokenizer = load_model_for_inference(
+            self.model_path, self.is_adapter, self.base_model_path, device=device
+        )
         tokenizer.padding_side = "left"
-        tokenizer.truncation_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(weights_path, dtype=dtype, local_files_only=True)
-        if self.is_adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, self.model_path, local_files_only=True)
-        model.to(device)
-        model.eval()
+        tokenizer.truncation_side = "left"  # keep the latest turns when a dialog is too long
         self._model, self._tokenizer, self._device = model, tokenizer, device
 
     def _eos_ids(self) -> list[int]:

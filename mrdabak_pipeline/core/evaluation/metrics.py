@@ -41,6 +41,8 @@ DECLINE_PATTERN = re.compile(
     r"(답변|대답|안내|도움|도와|말씀)[^.?!]{0,12}(수\s*없|어렵|못\s*드)"
     r"|(관계|관련)(가|이)?\s*없"
     r"|주문\s*(외|이외|와\s*관련\s*없)"
+    r"|(주문|디너)[^.?!]{0,8}만\s*(도와|도움|안내|받)"
+    r"|준비하지\s*않"
 )
 #: Categories (golden set) or tags that mark an out-of-domain question.
 OOD_MARKERS: tuple[str, ...] = ("out_of_domain", "out-of-domain", "ood", "off_topic")
@@ -135,6 +137,7 @@ class EvalItem:
     variant: int | None = None
     turn_index: int = 0
     is_ood: bool = False
+    example_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,26 +163,48 @@ def _is_ood_example(example: Mapping[str, Any]) -> bool:
     return any(label.strip().lower() in OOD_MARKERS for label in labels)
 
 
+def _shape_key(messages: Sequence[Any]) -> str:
+    """What augmentation keeps: per assistant turn, the order's dinner, style, quantity and flags.
+
+    Used to group rewordings when an example carries no ``source_session_id``: augmented variants
+    of one session (and any other sessions with the same order flow) share it.
+    """
+    shape = []
+    for m in messages:
+        if isinstance(m, Mapping) and m.get("role") == "assistant":
+            try:
+                state = parse_assistant_reply(str(m.get("content")))[1]
+            except OrderStateError:
+                state = {}
+            shape.append([state.get(k) for k in ("dinnerType", "servingStyle", "quantity", "readyForConfirmation", "needsMoreInfo")])
+    return "shape:" + _stable_hash(json.dumps(shape, ensure_ascii=False, default=str))[:16]
+
+
 def items_from_examples(
     examples: Iterable[Mapping[str, Any]],
     source: str,
     max_items: int | None = None,
+    last_turn_only: bool = False,
 ) -> tuple[list[EvalItem], list[SkippedItem]]:
     """Every assistant turn of every chat example becomes one item; bounded by `max_items`.
 
     An example is ``{"messages": [system, user, assistant, ...]}`` with optional ``id``,
-    ``category``, ``tags``, ``source_session_id`` and ``variant`` (augmented variants of one
-    session share a source id: that is what the consistency metric groups by). Examples are taken
-    in a stable order (hash of the group, then variant) so that the bound keeps whole groups together
-    and the same data always gives the same items. A turn whose reference does not parse as the
-    app's JSON cannot be scored and is returned as skipped with the reason.
+    ``category``, ``tags``, ``source_session_id`` and ``variant``. Augmented variants of one session
+    share a source id, which is what the consistency metric groups by; without one, examples are
+    grouped by the shape of their order flow (`_shape_key`). Examples are taken in a stable order
+    (hash of the group, then variant, then content) so the bound keeps whole groups together and
+    the same data always gives the same items. `last_turn_only` scores only the final reply (the
+    golden set's convention: earlier turns are hand-written context). An assistant turn with
+    ``weight: 0`` is context the training did not learn from, and a reference that does not parse
+    as the app's JSON cannot be scored: both are returned as skipped with the reason.
     """
     rows = []
     for pos, ex in enumerate(examples):
         ex_id = str(ex.get("id") or ex.get("session_id") or f"{source}-{pos}")
-        group = ex.get("source_session_id") or ex.get("session_id") or ex_id
-        rows.append((_stable_hash(str(group)), int(ex.get("variant") or 0), pos, ex_id, str(group), ex))
-    rows.sort(key=lambda r: r[:3])
+        group = ex.get("source_session_id") or _shape_key(ex.get("messages") or [])
+        content = _stable_hash(json.dumps(ex.get("messages"), ensure_ascii=False, sort_keys=True, default=str))
+        rows.append((_stable_hash(str(group)), int(ex.get("variant") or 0), content, ex_id, str(group), ex))
+    rows.sort(key=lambda r: r[:4])
 
     items: list[EvalItem] = []
     skipped: list[SkippedItem] = []
@@ -189,22 +214,23 @@ def items_from_examples(
             skipped.append(SkippedItem(source, ex_id, "no messages list"))
             continue
         ood_example = _is_ood_example(ex)
-        turn = 0
-        for i, msg in enumerate(messages):
-            if not isinstance(msg, Mapping) or msg.get("role") != "assistant":
-                continue
+        positions = list(enumerate(i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "assistant"))
+        if last_turn_only:
+            positions = positions[-1:]
+        for turn, i in positions:
+            msg = messages[i]
             if max_items is not None and len(items) >= max_items:
                 return items, skipped
+            if msg.get("weight") == 0:
+                skipped.append(SkippedItem(source, f"{ex_id}#{turn}", "weight 0: not a training target"))
+                continue
             content = msg.get("content")
             try:
                 ref_message, ref_state = parse_assistant_reply(content if isinstance(content, str) else "")
             except OrderStateError as exc:
                 skipped.append(SkippedItem(source, f"{ex_id}#{turn}", f"reference is not the app's JSON: {exc}"))
-                turn += 1
                 continue
             prompt = [{"role": str(m.get("role")), "content": str(m.get("content"))} for m in messages[:i]]
-            # The last user turn of an out-of-domain example is the question; the reference decline
-            # marks it too, so validation data without categories still gets the metric.
             items.append(
                 EvalItem(
                     item_id=f"{source}:{ex_id}#{turn}",
@@ -217,10 +243,13 @@ def items_from_examples(
                     group=group,
                     variant=variant,
                     turn_index=turn,
+                    # The reply to an out-of-domain question is the example's last one; the
+                    # reference's own decline marks it too, so uncategorized validation data
+                    # still gets the metric.
                     is_ood=is_decline(ref_message) or (ood_example and i == len(messages) - 1),
+                    example_id=ex_id,
                 )
             )
-            turn += 1
     return items, skipped
 
 
@@ -329,10 +358,12 @@ def consistency_groups(items: Sequence[EvalItem], scores: Sequence[ItemScore]) -
     groups: dict[tuple[str, str, int], list[tuple[EvalItem, ItemScore]]] = defaultdict(list)
     for it, sc in zip(items, scores, strict=True):
         if it.group is not None:
+            # Only rewordings of the same point in a conversation are comparable: same turn, same
+            # dialog length before it.
             groups[(it.source, it.group, it.turn_index)].append((it, sc))
     out = []
     for (source, group, turn), members in sorted(groups.items()):
-        if len({it.variant for it, _ in members}) < 2:
+        if len({it.example_id for it, _ in members}) < 2:
             continue
         mapped = [mapped_state(it, sc) for it, sc in members]
         out.append(

@@ -235,7 +235,9 @@ def render_markdown(results: Mapping[str, Any], gate: Mapping[str, Any] | None =
     ]
     skipped = results.get("skipped") or []
     if skipped:
-        parts += ["", "## Skipped", ""] + [f"- {s['source']} `{s['example_id']}`: {s['reason']}" for s in skipped[:50]]
+        parts += ["", "## Skipped", ""]
+        parts += [f"- {reason}: {n}" for reason, n in (results.get("skipped_by_reason") or {}).items()]
+        parts += ["", "First ones:", ""] + [f"- {s['source']} `{s['example_id']}`: {s['reason']}" for s in skipped[:20]]
     return "\n".join(parts) + "\n"
 
 

@@ -7,7 +7,7 @@ what the report renders, what the promotion gate reads, and what the Dagster ass
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from mrdabak_pipeline.core.evaluation.metrics import (
     score_replies,
     summarize,
 )
+from mrdabak_pipeline.core.validation import INVALID_JSON, read_jsonl
 
 ALL = "all"
 
@@ -33,18 +34,10 @@ def read_chat_jsonl(path: str | Path, source: str) -> tuple[list[dict[str, Any]]
     """Chat examples from a JSONL file; a line that is not a JSON object is skipped with its reason."""
     examples: list[dict[str, Any]] = []
     skipped: list[SkippedItem] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                skipped.append(SkippedItem(source, f"line {lineno}", f"not JSON: {exc.msg}"))
-                continue
-            if not isinstance(obj, dict):
-                skipped.append(SkippedItem(source, f"line {lineno}", "not a JSON object"))
-                continue
+    for lineno, obj in read_jsonl(path):
+        if obj is INVALID_JSON or not isinstance(obj, dict):
+            skipped.append(SkippedItem(source, f"line {lineno}", "not a JSON object"))
+        else:
             examples.append(obj)
     return examples, skipped
 
@@ -115,6 +108,7 @@ def evaluate_models(
         "corpus_chrf": {},
         "consistency_groups": {},
         "skipped": [asdict(s) for s in skipped],
+        "skipped_by_reason": dict(Counter(s.reason.split(":")[0] for s in skipped)),
     }
     per_model_scores: dict[str, list[ItemScore]] = {}
     for name, gen in generators.items():
