@@ -50,7 +50,8 @@ def dataset_dir(profile: Profile) -> Path:
     return dest
 
 
-def _train(mode: str, dataset: Path, epochs: float, out: Path) -> dict[str, Any]:
+def _train(mode: str, dataset: Path, epochs: float, out: Path, batch_size: int | None = None,
+           grad_accum: int | None = None) -> dict[str, Any]:
     """One training run in this (worker) process; returns throughput on real tokens and losses."""
     from transformers import AutoTokenizer
 
@@ -64,8 +65,12 @@ def _train(mode: str, dataset: Path, epochs: float, out: Path) -> dict[str, Any]
         resume=False,
         logging_steps=1,
     )
+    if batch_size:
+        params.batch_size = batch_size
+    if grad_accum:
+        params.grad_accum = grad_accum
     t0 = time.perf_counter()
-    result = train_sft(params, dataset, out / mode, cache_dir() / "models", log=lambda _msg: None)
+    result = train_sft(params, dataset, out / f"{mode}_bs{params.batch_size}x{params.grad_accum}", cache_dir() / "models", log=lambda _msg: None)
     wall = time.perf_counter() - t0
     tok = AutoTokenizer.from_pretrained(result["base_model_path"])
     dialogs = load_dialogs(dataset)["train"]["messages"]
@@ -74,6 +79,8 @@ def _train(mode: str, dataset: Path, epochs: float, out: Path) -> dict[str, Any]
     m = result["metrics"]
     return {
         "mode": mode,
+        "batch_size": params.batch_size,
+        "grad_accum": params.grad_accum,
         "real_tokens_per_epoch": real,
         "train_wall_s": m["train_wall_s"],
         "wall_s": wall,
@@ -96,14 +103,27 @@ def run(profile: Profile) -> list[Result]:
     dataset = dataset_dir(profile)
     out = cache_dir() / f"train_runs_{profile.name}"
     epochs = str(profile.train_epochs)
-    runs = {mode: run_worker("training_throughput", ["--mode", mode, "--dataset", str(dataset), "--epochs", epochs,
-                                                     "--out", str(out)], timeout=3600)
-            for mode in ("packed", "plain")}
+    def train(mode: str, *extra: str) -> dict[str, Any]:
+        args = ["--mode", mode, "--dataset", str(dataset), "--epochs", epochs, "--out", str(out), *extra]
+        return run_worker("training_throughput", args, timeout=3600)
+
+    runs = {mode: train(mode) for mode in ("packed", "plain")}
+    # Diagnostic (informational): packing with ONE packed row per micro-batch and gradient
+    # accumulation matching plain's real tokens per optimizer step. Without a varlen attention
+    # kernel (CPU), TRL's padding-free collator flattens the whole batch into one sequence and
+    # attention over it is quadratic in batch_size * max_length; one row per micro-batch avoids that.
+    from mrdabak_pipeline.core.training.sft import TrainParams
+
+    defaults = TrainParams()
+    per_dialog = runs["plain"]["real_tokens_per_epoch"] / profile.train_dialogs
+    accum = max(1, round(defaults.batch_size * per_dialog / defaults.max_length))
+    runs["packed_row"] = train("packed", "--batch-size", "1", "--grad-accum", str(accum))
     (out / "runs.json").write_text(json.dumps(runs, indent=2))
-    packed, plain = runs["packed"], runs["plain"]
-    for r in (packed, plain):
-        print(f"  {r['mode']}: {r['steps']} steps, {r['train_wall_s']:.1f} s, {r['tokens_per_s']:.0f} real tok/s "
-              f"(trainer counts {r['trainer_tokens_per_s']}), eval_loss {r['eval_loss']:.4f}", flush=True)
+    packed, plain, row = runs["packed"], runs["plain"], runs["packed_row"]
+    for r in (packed, plain, row):
+        print(f"  {r['mode']} batch {r['batch_size']}x{r['grad_accum']}: {r['steps']} steps, {r['train_wall_s']:.1f} s, "
+              f"{r['tokens_per_s']:.0f} real tok/s (trainer counts {r['trainer_tokens_per_s']}), "
+              f"eval_loss {r['eval_loss']:.4f}", flush=True)
     loss_ratio = packed["eval_loss"] / plain["eval_loss"]
     loss_ok = abs(loss_ratio - 1) <= LOSS_TOLERANCE
     return [
@@ -112,6 +132,10 @@ def run(profile: Profile) -> list[Result]:
                         lambda v, r: r is not None and r >= SPEEDUP_TARGET and loss_ok),
         Result.measured("3 final eval loss (packed vs plain)", packed["eval_loss"], "nats/token", plain["eval_loss"],
                         f"|ratio - 1| <= {LOSS_TOLERANCE}", lambda v, r: r is not None and abs(r - 1) <= LOSS_TOLERANCE),
+        Result.measured(f"3 diagnostic: packed, 1 row x {row['grad_accum']} accumulation vs plain (tokens/s)",
+                        row["tokens_per_s"], "tokens/s", plain["tokens_per_s"], "info: suggested CPU setting"),
+        Result.measured(f"3 diagnostic: packed, 1 row x {row['grad_accum']} accumulation vs plain (eval loss)",
+                        row["eval_loss"], "nats/token", plain["eval_loss"], "info"),
     ]
 
 
@@ -128,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--epochs", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--grad-accum", type=int, default=None)
     args = parser.parse_args(argv)
-    emit(_train(args.mode, args.dataset, args.epochs, args.out))
+    emit(_train(args.mode, args.dataset, args.epochs, args.out, args.batch_size, args.grad_accum))
 
 
 if __name__ == "__main__":

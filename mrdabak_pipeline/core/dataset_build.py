@@ -94,6 +94,7 @@ def write_openai_dataset(
     cost = estimate_cost(reports["train"], model, n_epochs)
     return {
         "format": "openai-chat",
+        "uri": str(out),
         "target": ds.target,
         "validation_fraction": validation_fraction,
         "train_path": str(train_path),
@@ -171,6 +172,7 @@ def write_huggingface_dataset(train_jsonl: str | Path, validation_jsonl: str | P
     folder = atomic_directory(Path(out_root) / digest[:16], fill)
     return {
         "format": "huggingface",
+        "uri": str(folder / "dataset"),
         "path": str(folder / "dataset"),
         "train_jsonl": str(folder / "train.jsonl"),
         "validation_jsonl": str(folder / "validation.jsonl"),
@@ -190,7 +192,7 @@ def write_preference_dataset(
     """DPO pairs as OpenAI (``openai_*.jsonl``) and TRL (``trl_*.jsonl``) files; no pairs is fine."""
     pref = build_preference_dataset(sessions, target, validation_fraction)
     out = Path(out_dir)
-    value: dict[str, Any] = {"format": "dpo", "target": Target(target).value, **pref.counts()}
+    value: dict[str, Any] = {"format": "dpo", "uri": str(out), "target": Target(target).value, **pref.counts()}
     value["pair_count"] = len(pref.train) + len(pref.validation)
     for split, pairs in (("train", pref.train), ("validation", pref.validation)):
         for flavour, records in (

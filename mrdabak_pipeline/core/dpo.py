@@ -3,10 +3,13 @@
 A correction is evidence of what the assistant *should* have said. Two signals count:
 
 * the customer says the assistant got it wrong (``아니요``, ``잘못``, ``틀렸``, ``그게 아니라`` ...)
-  and the next assistant turn changes the order state: the corrected turn is preferred, the
-  original one is not;
-* the order state is fixed by the very next assistant turn with no customer turn in between (the
-  app or an operator overwrote it).
+  and the next assistant turn changes an order field the wrong answer had already set: the
+  corrected turn is preferred, the original one is not;
+* an order field is changed by the very next assistant turn with no customer turn in between
+  (the app or an operator overwrote it).
+
+Newly filled fields do not count (the customer supplying an address is not a correction), which
+also keeps false alarms from the keyword match (a place name like "정정동") out of the pairs.
 
 A plain change of mind (``프렌치로 바꿀게요``) is *not* a correction — the first answer was right
 for what had been said — so it needs an explicit negation, not just a changed state.
@@ -33,11 +36,11 @@ from mrdabak_pipeline.core.chat_format import (
     session_messages,
     split_of,
 )
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, Session
+from mrdabak_pipeline.core.domain import REQUIRED_ORDER_FIELDS, SYSTEM_PROMPT, Session
 
 #: The customer telling the assistant it got something wrong (Korean, spoken style).
 CORRECTION_RE = re.compile(
-    r"(^|[\s,.!?])아니(요|예요|에요|야|오|죠)?([\s,.!?]|$)|아닌데|아니라|아니고|잘못|틀렸|틀려|틀린|정정|"
+    r"(^|[\s,.!?])아니(요|예요|에요|야|오|죠)?([\s,.!?]|$)|아닌데|아니라|아니고|잘못|틀렸|틀려|틀린|정정해|정정 부탁|"
     r"그게 아니|제가 말한 건|말씀드린 건|라고 했는데|라고 했잖아"
 )
 
@@ -67,10 +70,18 @@ class PreferencePair:
         return {"prompt": self.prompt, "chosen": [self.chosen], "rejected": [self.rejected]}
 
 
-def _state(message: dict[str, Any], target: Target) -> Any:
-    if target is Target.TEXT:
-        return None
-    return json.loads(message["content"]).get("orderState")
+def _state(message: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(message["content"]).get("orderState") or {}
+
+
+def corrected_fields(wrong: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
+    """Order fields the wrong answer had set that the fixed answer sets differently.
+
+    Only *changed* values count: a field filled in for the first time is new information from
+    the customer (an address, a time), not evidence that the earlier answer was wrong.
+    """
+    before, after = _state(wrong), _state(fixed)
+    return [f for f in REQUIRED_ORDER_FIELDS if before.get(f) is not None and after.get(f) != before.get(f)]
 
 
 def session_pairs(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> list[PreferencePair]:
@@ -89,14 +100,14 @@ def session_pairs(session: Session, target: Target | str = Target.JSON, system_p
             continue
         if nxt["role"] == "assistant":
             fixed, reason = nxt, "state_fixed"
-            if target is Target.TEXT or _state(fixed, target) == _state(wrong, target):
+            if target is Target.TEXT or not corrected_fields(wrong, fixed):
                 continue
         elif nxt["role"] == "user" and is_correction(nxt["content"]) and i + 2 < len(messages):
             fixed, reason = messages[i + 2], "customer_correction"
             if fixed["role"] != "assistant" or fixed.get("weight") == 0:
                 continue
-            if target is Target.JSON and _state(fixed, target) == _state(wrong, target):
-                continue  # the assistant did not change anything: no evidence of a better answer
+            if target is Target.JSON and not corrected_fields(wrong, fixed):
+                continue  # nothing the assistant had said was changed: no evidence of a better answer
         else:
             continue
         if fixed["content"] == wrong["content"]:

@@ -41,7 +41,8 @@ SEOUL = ZoneInfo("Asia/Seoul")
 
 #: Scenario -> weight. Every scenario except `abandoned`/`cancelled` ends in a confirmation.
 SCENARIOS: dict[str, float] = {
-    "multi_turn": 0.28,
+    "multi_turn": 0.24,
+    "assistant_mistake": 0.06,
     "one_shot": 0.14,
     "change_of_mind": 0.12,
     "champagne_simple": 0.10,
@@ -285,6 +286,12 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
             c.assistant(f"네, {ro(DINNER_KO[dinner])} 변경했습니다. {_ask_missing(c)}")
         c.user(f"{STYLE_KO[style]} 스타일로 {qty}개요.")
         c.state.update(servingStyle=style.value, quantity=qty)
+        if scenario == "assistant_mistake":  # mishears the quantity, is corrected: a DPO pair
+            wrong = qty + rng.choice((1, 2))
+            c.state["quantity"] = wrong
+            c.assistant(f"{STYLE_KO[style]} 스타일 {wrong}개로 준비하겠습니다. {_ask_missing(c)}")
+            c.user(f"아니요, {wrong}개가 아니라 {qty}개요.")
+            c.state["quantity"] = qty
         if scenario == "abandoned":
             c.assistant(_ask_missing(c))
             return SessionStatus.ABANDONED.value

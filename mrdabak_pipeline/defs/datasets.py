@@ -7,7 +7,6 @@ The format check re-reads the files from disk and is blocking: a file OpenAI wou
 reaches a fine-tuning asset.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
@@ -80,7 +79,8 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
     reports = value["reports"]
     enc = value["encoding"]
     return {
-        "dagster/uri": MetadataValue.path(str(Path(value["train_path"]).parent)),
+        "dagster/uri": MetadataValue.path(value["uri"]),
+        "folder": MetadataValue.path(value["uri"]),
         "train_path": MetadataValue.path(value["train_path"]),
         "train_sha256": value["train_sha256"],
         "validation_path": MetadataValue.path(value["validation_path"]) if value["validation_path"] else "(empty)",
@@ -156,6 +156,7 @@ def huggingface_dataset(paths: DataPathsResource, openai_chat_dataset: dict[str,
         value,
         metadata={
             "dagster/uri": MetadataValue.path(value["path"]),
+            "path": MetadataValue.path(value["path"]),
             "train_jsonl": MetadataValue.path(value["train_jsonl"]),
             "validation_jsonl": MetadataValue.path(value["validation_jsonl"]),
             "sha256": value["sha256"],
@@ -189,7 +190,8 @@ def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, paths: Da
     return Output(
         value,
         metadata={
-            "dagster/uri": MetadataValue.path(str(paths.sub("datasets") / "dpo")),
+            "dagster/uri": MetadataValue.path(value["uri"]),
+            "folder": MetadataValue.path(value["uri"]),
             "pair_count": value["pair_count"],
             "train_pairs": value["train_pairs"],
             "validation_pairs": value["validation_pairs"],

@@ -62,7 +62,7 @@ class ParquetJsonIOManager(ConfigurableIOManager):
             else:
                 path = folder.with_suffix(".parquet")
                 _atomic_write(path, lambda tmp: pq.write_table(obj, tmp))
-            context.add_output_metadata({"dagster/uri": MetadataValue.path(str(path)), "stored_rows": obj.num_rows})
+            context.add_output_metadata({"stored_at": MetadataValue.path(str(path)), "stored_rows": obj.num_rows})
         elif isinstance(obj, (dict, list)):
             path = folder.with_suffix(".json")
 
@@ -70,7 +70,8 @@ class ParquetJsonIOManager(ConfigurableIOManager):
                 Path(tmp).write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
             _atomic_write(path, write)
-            context.add_output_metadata({"dagster/uri": MetadataValue.path(str(path))})
+            # `stored_at`, not `dagster/uri`: assets that write files point `dagster/uri` at those.
+            context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
         else:
             raise TypeError(f"{type(obj).__name__} is not stored by this IO manager: return a pyarrow Table or a dict")
 

@@ -31,6 +31,7 @@ from mrdabak_pipeline_tests.dataset_helpers import (
         ("네, 맞아요. 주문할게요.", False),
         ("아니면 내일 받을게요", False),
         ("안녕하세요", False),
+        ("경상북도 안양시 정정동 795로 보내주세요", False),
     ],
 )
 def test_correction_detection(text: str, expected: bool) -> None:
@@ -69,6 +70,13 @@ def test_state_fixed_by_the_next_assistant_turn() -> None:
     assert pair.reason == "state_fixed"
     assert parse_assistant_reply(pair.chosen["content"])[1]["quantity"] == 3
     assert session_pairs(session, "text") == []  # without states there is no evidence of a fix
+
+
+def test_a_newly_filled_field_is_not_a_correction() -> None:
+    s = corrected_session()
+    s.turns[2] = Turn("user", "아니요, 주소는 서울시 마포구 396이에요")
+    s.turns[3] = Turn("assistant", "주소를 기록했습니다.", state(dinnerType="FRENCH", quantity=1, deliveryAddress="서울시 마포구 396"))
+    assert session_pairs(s) == []
 
 
 def test_correction_without_a_changed_state_is_not_a_pair() -> None:

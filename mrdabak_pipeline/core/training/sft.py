@@ -67,8 +67,9 @@ class TrainParams:
     grad_accum: int = 1
     num_threads: int = 1
     #: "plain" = TRL defaults (no packing, pad to the longest in the batch); "packed" = best-fit
-    #: packing with padding-free batches; "grouped" = length-grouped batches (less padding).
-    throughput: Throughput = "plain"
+    #: packing with padding-free batches (for a GPU with flash-attention: on CPU the block-diagonal
+    #: mask made it ~9x slower); "grouped" = length-grouped batches, ~20% faster on CPU, same loss.
+    throughput: Throughput = "grouped"
     logging_steps: int = 5
     #: checkpoint every N optimizer steps; 0 = at the end of every epoch.
     save_steps: int = 0
@@ -395,8 +396,9 @@ def train_sft(
         tokenizer.save_pretrained(str(merged_path))
         log(f"merged model saved to {merged_path}")
 
-    eval_loss = None
-    if eval_ds is not None:
+    evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+    eval_loss = evals[-1] if evals else None
+    if eval_ds is not None and eval_loss is None:
         eval_loss = float(trainer.evaluate()["eval_loss"])
     train_losses = [r["loss"] for r in history if "loss" in r]
     tps = [r["tokens_per_s"] for r in history if r.get("tokens_per_s")]

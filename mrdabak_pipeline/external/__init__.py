@@ -1,0 +1,1 @@
+"""Scripts that run in their own process, launched through Dagster Pipes (no Dagster import)."""

@@ -1,0 +1,232 @@
+"""Core training: the tiny base, SFT with TRL + peft, resume after a kill, reload and generate."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mrdabak_pipeline.core.domain import parse_assistant_reply
+from mrdabak_pipeline.core.training.benchmark import compare_throughput, throughput_table
+from mrdabak_pipeline.core.training.sft import (
+    TrainParams,
+    generate_reply,
+    last_checkpoint,
+    load_dialogs,
+    load_model_for_inference,
+    supports_assistant_mask,
+    to_prompt_completion,
+    train_sft,
+)
+from mrdabak_pipeline.core.training.tiny import build_tiny_base, is_random_init, render_chatml
+from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
+
+torch.set_num_threads(1)
+
+#: A few optimizer steps on a few dozen dialogs: exercises every code path in seconds.
+QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_dataset(tmp_path_factory.mktemp("ds") / "hf", n_train=24, n_val=6)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(dataset: Path, models_dir: Path):
+    from transformers import AutoTokenizer
+
+    dialogs = [list(m) for m in load_dialogs(dataset)["train"]["messages"]]
+    return AutoTokenizer.from_pretrained(build_tiny_base(dialogs, models_dir))
+
+
+def test_tiny_base_is_content_addressed_and_reused(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    dialogs = [make_dialog(rng) for _ in range(10)]
+    first = build_tiny_base(dialogs, tmp_path)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_base(dialogs, tmp_path) == first  # same corpus: no rebuild
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+    other = build_tiny_base(dialogs[:5], tmp_path)
+    assert other != first and first.is_absolute() and is_random_init(other)
+    with pytest.raises(ValueError, match="empty corpus"):
+        build_tiny_base([], tmp_path)
+
+
+def test_tiny_template_masks_exactly_the_replies_and_prompt_is_a_prefix(tiny_tokenizer) -> None:
+    dialog = make_dialog(random.Random(7))
+    enc = tiny_tokenizer.apply_chat_template(dialog, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=True)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    assert tiny_tokenizer.decode(ids) == render_chatml(dialog)
+    trained = tiny_tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m])
+    assert trained == dialog[-1]["content"] + "<|im_end|>"  # the reply and the stop token, nothing else
+    prompt = tiny_tokenizer.apply_chat_template(dialog[:-1], tokenize=True, add_generation_prompt=True)["input_ids"]
+    assert ids[: len(prompt)] == prompt  # generation starts exactly where training saw the reply
+    # the shared system prompt is a single token: short sequences, fast CPU training
+    system = tiny_tokenizer(dialog[0]["content"], add_special_tokens=False)["input_ids"]
+    assert len(system) == 1
+    assert supports_assistant_mask(tiny_tokenizer)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=0, max_size=80))
+def test_tiny_tokenizer_round_trips_any_text(tiny_tokenizer, text: str) -> None:
+    """Byte-level BPE: any text the customers type (emoji, Hanja, control chars) encodes losslessly."""
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny_tokenizer.decode(ids) == text
+
+
+def test_prompt_completion_fallback_one_example_per_reply(tiny_tokenizer) -> None:
+    from datasets import Dataset
+
+    d = make_dialog(random.Random(3))
+    two_turns = [*d, {"role": "user", "content": "내일 7시요"}, {"role": "assistant", "content": "네"}]
+    pc = to_prompt_completion(Dataset.from_dict({"messages": [two_turns, d]}))
+    assert len(pc) == 3
+    assert pc[1]["prompt"][-1] == {"role": "user", "content": "내일 7시요"}
+    assert pc[1]["completion"] == [{"role": "assistant", "content": "네"}]
+    tiny_tokenizer_copy = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tiny_tokenizer_copy.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert not supports_assistant_mask(tiny_tokenizer_copy)
+
+
+def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown training parameters"):
+        TrainParams.from_dict({"epochz": 3})
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="no 'messages' column"):
+        load_dialogs(tmp_path / "bad")
+
+
+def test_lora_trains_saves_adapter_reloads_and_generates(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = train_sft(TrainParams(**QUICK, merge=True), dataset, tmp_path / "run", models_dir, log=lines.append)
+    model_dir = Path(result["model_path"])
+    assert result["is_adapter"]
+    assert (model_dir / "adapter_model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
+    adapter_cfg = json.loads((model_dir / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == result["base_model_path"]
+    assert Path(result["base_model_path"]).is_absolute()
+    assert adapter_cfg["modules_to_save"] == ["lm_head"]  # random-init base: lm_head must train
+
+    m = result["metrics"]
+    assert m["global_step"] == 6 and m["epochs"] == pytest.approx(2.0)
+    assert m["device"] == "cpu" and m["bf16"] is False and m["loss_mask"] == "assistant_only"
+    assert m["tokens_per_s"] > 0 and m["eval_loss"] is not None and m["model_size_bytes"] > 0
+    assert Path(result["loss_curve_path"]).read_bytes()[:4] == b"\x89PNG"
+    losses = [r["loss"] for r in result["log_history"] if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert any(line.startswith("step 1/6") and "tok/s" in line for line in lines)
+
+    from peft import AutoPeftModelForCausalLM, PeftModel
+
+    model, tok = load_model_for_inference(model_dir, True, None)
+    assert isinstance(model, PeftModel)
+    reply = generate_reply(model, tok, make_dialog(random.Random(5))[:-1], max_new_tokens=8)
+    assert isinstance(reply, str)
+    assert isinstance(AutoPeftModelForCausalLM.from_pretrained(model_dir), PeftModel)
+
+    merged, mtok = load_model_for_inference(result["merged_path"], False, None)
+    prompt = make_dialog(random.Random(5))[:-1]
+    assert generate_reply(merged, mtok, prompt, max_new_tokens=8) == generate_reply(model, tok, prompt, max_new_tokens=8)
+
+
+def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    result = train_sft(TrainParams(**QUICK | {"epochs": 1}, use_lora=False, evaluate=False),
+                       dataset, tmp_path / "full", models_dir, log=lambda s: None)
+    assert not result["is_adapter"] and result["metrics"]["eval_loss"] is None
+    model = AutoModelForCausalLM.from_pretrained(result["model_path"])
+    base = AutoModelForCausalLM.from_pretrained(result["base_model_path"])
+    assert not torch.equal(model.lm_head.weight, base.lm_head.weight)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from transformers import TrainerCallback
+    from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like an OOM kill or a lost node
+
+    params = TrainParams.from_dict(dict(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False))
+    train_sft(params, sys.argv[1], sys.argv[2], sys.argv[3], callbacks=[Kill()])
+""")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(dataset), str(out), str(models_dir)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert Path(last_checkpoint(out / "checkpoints")).name == "checkpoint-2"
+    assert not (out / "model").exists()
+
+    lines: list[str] = []
+    params = TrainParams(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False, logging_steps=1)
+    result = train_sft(params, dataset, out, models_dir, log=lines.append)
+    assert result["metrics"]["resumed_from"] == "checkpoint-2"
+    assert result["metrics"]["global_step"] == 6
+    steps = [r["step"] for r in result["log_history"] if "loss" in r]
+    assert steps == [3, 4, 5, 6]  # steps 1-2 were not trained again
+    assert any("resuming from" in line for line in lines)
+
+    # a fresh start on request
+    again = train_sft(TrainParams(**QUICK | {"epochs": 1}, resume=False, evaluate=False), dataset, out, models_dir,
+                      log=lambda s: None)
+    assert again["metrics"]["resumed_from"] is None
+
+
+def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
+    rows = compare_throughput(TrainParams(**QUICK | {"epochs": 1}, evaluate=False), dataset, tmp_path, models_dir,
+                              modes=("plain", "grouped", "packed"), log=lambda s: None)
+    by_mode = {r["mode"]: r for r in rows}
+    assert by_mode["plain"]["optimizer_steps"] == by_mode["grouped"]["optimizer_steps"] == 3
+    assert by_mode["packed"]["optimizer_steps"] == 1  # all 24 dialogs fit in 1024-token rows
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+    assert "| packed |" in throughput_table(rows)
+
+
+def _field_accuracy(result: dict, dataset: Path, n: int = 40) -> dict[str, float]:
+    model, tok = load_model_for_inference(result["model_path"], result["is_adapter"], result["base_model_path"])
+    valid = dinner = 0
+    dialogs = load_dialogs(dataset)["validation"]["messages"][:n]
+    for dialog in dialogs:
+        try:
+            _, state = parse_assistant_reply(generate_reply(model, tok, dialog[:-1], max_new_tokens=96))
+        except ValueError:
+            continue
+        valid += 1
+        dinner += state.get("dinnerType") == parse_assistant_reply(dialog[-1]["content"])[1]["dinnerType"]
+    return {"valid_json": valid / len(dialogs), "dinnerType": dinner / len(dialogs)}
+
+
+@pytest.mark.slow
+def test_tiny_demo_defaults_learn_the_task(tmp_path: Path) -> None:
+    """The demo defaults (LoRA + lm_head, 15 epochs) on 300 dialogs: ~1-2 min on one CPU thread."""
+    dataset = save_dataset(tmp_path / "hf", n_train=300, n_val=40, seed=11)
+    result = train_sft(TrainParams(logging_steps=20), dataset, tmp_path / "run", tmp_path / "models",
+                       log=lambda s: None)
+    acc = _field_accuracy(result, dataset)
+    assert acc["valid_json"] >= 0.95, acc
+    assert acc["dinnerType"] > 0.9, acc
