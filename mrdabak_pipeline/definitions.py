@@ -28,7 +28,7 @@ def build_definitions() -> Definitions:
     resources: dict[str, object] = {
         "io_manager": ParquetJsonIOManager(),
         "raw_db": RawDatabaseResource(),
-        "paths": DataPathsResource(),
+        "data_paths": DataPathsResource(),
         "pipes_subprocess_client": PipesSubprocessClient(),
     }
     cloud = _module("cloud")

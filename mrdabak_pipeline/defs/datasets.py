@@ -119,11 +119,11 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
     ),
 )
 def openai_chat_dataset(
-    context: AssetExecutionContext, config: OpenAIDatasetConfig, paths: DataPathsResource, augmented_sessions: pa.Table
+    context: AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
 ) -> Output[dict[str, Any]]:
     value = write_openai_dataset(
         _sessions(augmented_sessions, config.window_days),
-        paths.sub("datasets") / "openai",
+        data_paths.sub("datasets") / "openai",
         target=config.target,
         validation_fraction=config.validation_fraction,
         model=config.model,
@@ -144,13 +144,13 @@ def openai_chat_dataset(
         "folder under data/datasets/huggingface. Value: path, jsonl paths, counts, data_high_water_mark."
     ),
 )
-def huggingface_dataset(paths: DataPathsResource, openai_chat_dataset: dict[str, Any]) -> Output[dict[str, Any]]:
+def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict[str, Any]) -> Output[dict[str, Any]]:
     source = openai_chat_dataset
     for split in ("train", "validation"):
         path = source[f"{split}_path"]
         if path and sha256_file(Path(path)) != source[f"{split}_sha256"]:
             raise RuntimeError(f"{path} changed since openai_chat_dataset was materialized: materialize it again")
-    value = write_huggingface_dataset(source["train_path"], source["validation_path"], paths.sub("datasets") / "huggingface")
+    value = write_huggingface_dataset(source["train_path"], source["validation_path"], data_paths.sub("datasets") / "huggingface")
     value.update(target=source["target"], data_high_water_mark=source["data_high_water_mark"])
     return Output(
         value,
@@ -178,10 +178,10 @@ def huggingface_dataset(paths: DataPathsResource, openai_chat_dataset: dict[str,
         "rejected records, split like the chat dataset. No pairs is a normal outcome."
     ),
 )
-def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, paths: DataPathsResource, augmented_sessions: pa.Table) -> Output[dict[str, Any]]:
+def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table) -> Output[dict[str, Any]]:
     value = write_preference_dataset(
         _sessions(augmented_sessions, config.window_days),
-        paths.sub("datasets") / "dpo",
+        data_paths.sub("datasets") / "dpo",
         target=config.target,
         validation_fraction=config.validation_fraction,
     )

@@ -31,6 +31,7 @@ from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_tab
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
+
 class EvaluationConfig(Config):
     """How much to evaluate, how to generate, and the promotion gate's thresholds."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field
 
 from mrdabak_pipeline.core.training.sft import TrainParams
@@ -58,6 +59,8 @@ class FineTuneConfig(dg.Config):
     grad_accum: int = _DEFAULTS.grad_accum
     num_threads: int = Field(default=_DEFAULTS.num_threads, description="torch CPU threads (1 is best on a busy box).")
     throughput: Literal["plain", "packed", "grouped"] = _DEFAULTS.throughput
+    logging_steps: int = Field(default=_DEFAULTS.logging_steps, description="Log a progress line every N steps.")
+    evaluate: bool = Field(default=True, description="Validation loss after every epoch.")
     save_steps: int = Field(default=_DEFAULTS.save_steps, description="Checkpoint every N steps; 0 = every epoch.")
     resume: bool = Field(default=True, description="Resume from the last checkpoint of the same dataset + settings.")
     merge: bool = Field(default=False, description="Also export a merged full model (merge_and_unload).")
@@ -157,7 +160,7 @@ def fine_tuned_model(
                 "models_dir": str(models_dir),
             },
         )
-    except dg.DagsterPipesExecutionError as exc:
+    except DagsterPipesExecutionError as exc:
         error_file = output_dir / ERROR_FILE
         detail = json.loads(error_file.read_text()) if error_file.exists() else {}
         raise dg.Failure(

@@ -21,6 +21,8 @@ from mrdabak_pipeline.core.evaluation.report import (
 )
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models
 
+GARBAGE = "@@ 깨진 | 출력 <img src=x> `code`"
+
 
 class ScriptedGenerator:
     """Answers by looking the last user message up in a dict (the default is garbage)."""
@@ -33,7 +35,7 @@ class ScriptedGenerator:
 
     def generate(self, prompts: Sequence[Messages], mode: str = "batched") -> GenerationResult:
         self.calls.append(mode)
-        texts = [self.answers.get(p[-1]["content"], "@@ 깨진 | 출력") for p in prompts]
+        texts = [self.answers.get(p[-1]["content"], GARBAGE) for p in prompts]
         return GenerationResult(texts, [len(t) for t in texts], 0.5, mode, "scripted", self.name, [None] * len(texts))
 
     def close(self) -> None:
@@ -102,7 +104,8 @@ def test_report_renders_with_plots_and_json(results: dict, tmp_path: Path) -> No
     assert "| JSON validity | 0.0% [0%–43%] | 100.0% [57%–100%] | +100.0% | 5 |" in md
     assert "![metrics](metrics.png)" in md and "## validation" in md and "## golden" in md
     assert "## Worst examples (fine_tuned)" in md and "g2#0" in md
-    assert "@@ 깨진 \\| 출력" in md  # a pipe in model output must not break the table
+    # Model output cannot break the table (pipe) or inject HTML/code spans into the report.
+    assert "@@ 깨진 \\| 출력 &lt;img src=x&gt; 'code'" in md and "<img" not in md
     for key in ("metrics_plot", "field_plot"):
         data = Path(paths[key]).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -130,3 +133,21 @@ def test_headline_floats_for_dagster_plots(results: dict) -> None:
 def test_runner_refuses_no_items() -> None:
     with pytest.raises(ValueError, match="no evaluation items"):
         evaluate_models([], {})
+
+
+def test_load_split_examples_from_disk_then_jsonl(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from mrdabak_pipeline.core.evaluation.runner import load_split_examples
+
+    exs = _examples()
+    DatasetDict({"train": Dataset.from_list(exs[:1]), "validation": Dataset.from_list(exs)}).save_to_disk(str(tmp_path / "hf"))
+    rows, skipped = load_split_examples({"path": str(tmp_path / "hf")})
+    assert len(rows) == 4 and rows[1]["source_session_id"] == "s0" and not skipped
+
+    jsonl = tmp_path / "validation.jsonl"
+    jsonl.write_text("\n".join(json.dumps(e, ensure_ascii=False) for e in exs) + "\n[1]\n{bad\n", encoding="utf-8")
+    rows, skipped = load_split_examples({"path": str(tmp_path / "missing"), "validation_jsonl": str(jsonl)})
+    assert len(rows) == 4 and [s.example_id for s in skipped] == ["line 5", "line 6"]
+    with pytest.raises(ValueError, match="no readable 'validation' split"):
+        load_split_examples({"counts": {}})

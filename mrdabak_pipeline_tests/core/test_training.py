@@ -105,6 +105,27 @@ def test_prompt_completion_fallback_one_example_per_reply(tiny_tokenizer) -> Non
     assert not supports_assistant_mask(tiny_tokenizer_copy)
 
 
+def test_weight_zero_replies_are_context_not_targets(tmp_path: Path, models_dir: Path) -> None:
+    """OpenAI's ``weight: 0`` (a reply the dataset cannot vouch for) is never trained on."""
+    from datasets import Dataset, DatasetDict
+
+    rng = random.Random(4)
+    dialogs = []
+    for i in range(12):
+        d = [{**m, "weight": None} for m in make_dialog(rng)]
+        if i % 2:
+            d = [*d[:-1], {**d[-1], "weight": 0}, {"role": "user", "content": "네", "weight": None},
+                 {"role": "assistant", "content": d[-1]["content"], "weight": 1}]
+        dialogs.append(d)
+    pc = to_prompt_completion(Dataset.from_list([{"messages": d} for d in dialogs]))
+    assert len(pc) == 12  # 6 one-reply dialogs + 6 dialogs whose first reply is context only
+    assert all(len(row["prompt"]) == 2 or len(row["prompt"]) == 4 for row in pc)
+    path = tmp_path / "weighted"
+    DatasetDict({"train": Dataset.from_list([{"messages": d} for d in dialogs])}).save_to_disk(str(path))
+    result = train_sft(TrainParams(**QUICK | {"max_steps": 1}), path, tmp_path / "w", models_dir, log=lambda s: None)
+    assert result["metrics"]["loss_mask"] == "completion_only" and result["metrics"]["train_examples"] == 12
+
+
 def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown training parameters"):
         TrainParams.from_dict({"epochz": 3})
@@ -159,6 +180,29 @@ def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, 
     assert not torch.equal(model.lm_head.weight, base.lm_head.weight)
 
 
+def test_cli_finetune_hf_runs_the_same_core(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mrdabak_pipeline.cli import main
+
+    argv = ["finetune-hf", "--model", "tiny", "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-4",
+            "--use-lora", "--dataset", str(dataset), "--output", str(tmp_path / "cli"), "--max-steps", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{\n"):])
+    assert summary["is_adapter"] and summary["metrics"]["global_step"] == 2
+    assert (tmp_path / "cli" / "model" / "adapter_config.json").exists()
+    assert "step 1/2" in printed
+
+
+def test_cli_finds_the_newest_dataset_or_says_what_to_run(tmp_path: Path) -> None:
+    from mrdabak_pipeline.cli.finetune_hf import latest_hf_dataset
+
+    with pytest.raises(SystemExit, match="mrdabak dataset --format huggingface"):
+        latest_hf_dataset(tmp_path)
+    folder = tmp_path / "datasets" / "huggingface" / "abc" / "dataset"
+    folder.mkdir(parents=True)
+    assert latest_hf_dataset(tmp_path) == folder
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from transformers import TrainerCallback
@@ -169,7 +213,8 @@ KILL_SCRIPT = textwrap.dedent("""
             if state.global_step == 3:
                 os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like an OOM kill or a lost node
 
-    params = TrainParams.from_dict(dict(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False))
+    params = TrainParams.from_dict(dict(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False,
+                                        logging_steps=1))
     train_sft(params, sys.argv[1], sys.argv[2], sys.argv[3], callbacks=[Kill()])
 """)
 

@@ -53,7 +53,7 @@ def _run(run_config: dict | None = None, raise_on_error: bool = True):
     return materialize(
         ASSETS,
         selection=SELECTION,
-        resources={"io_manager": ParquetJsonIOManager(), "paths": DataPathsResource()},
+        resources={"io_manager": ParquetJsonIOManager(), "data_paths": DataPathsResource()},
         run_config=run_config,
         raise_on_error=raise_on_error,
     )

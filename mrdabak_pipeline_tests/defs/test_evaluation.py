@@ -20,7 +20,7 @@ from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
 from mrdabak_pipeline.defs.evaluation import evaluation_assets, evaluation_checks
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource
-from mrdabak_pipeline_tests.fake_openai_server import fake_openai_server
+from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
 from mrdabak_pipeline_tests.tiny_chat_model import build_tiny_adapter, build_tiny_model
 
 torch.set_num_threads(1)
@@ -128,10 +128,19 @@ def _cloud_value(base_url: str) -> dict:
     return {"backend": "openai", "base_model": "gpt-4o-mini-2024-07-18", "model_id": "ft:gpt-4o-mini:mrdabak:1", "base_url": base_url, "is_adapter": False}
 
 
-def test_good_cloud_model_passes_the_gate_and_is_promoted(data_root: Path) -> None:
+def test_good_cloud_model_passes_the_gate_and_is_promoted(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-never-write-me-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
     answers = _answers()
-    with fake_openai_server(lambda model, msgs: answers[msgs[-1]["content"]] if model.startswith("ft:") else "모르겠어요") as srv:
-        result = _run(data_root, _cloud_value(srv["base_url"]))
+
+    def reply(model: str, msgs: list[dict]) -> str:
+        if model == "judge-model":
+            return '{"score": 4}'
+        return answers[msgs[-1]["content"]] if model.startswith("ft:") else "모르겠어요"
+
+    with fake_openai_server(reply) as srv:
+        result = _run(data_root, _cloud_value(srv["base_url"]), eval_config={"judge_model": "judge-model", "judge_base_url": srv["base_url"]})
+    assert {r["auth"] for r in srv["requests"]} == {f"Bearer {secret}"}
     assert result.success
     assert _check_outcomes(result) == {"json_validity_gate": True, "exact_match_not_worse_than_base": True, "rule_violation_gate": True}
     report = result.output_for_node("evaluation_report")
@@ -155,6 +164,15 @@ def test_good_cloud_model_passes_the_gate_and_is_promoted(data_root: Path) -> No
     assert promoted["app_settings"]["voice.llm.model"] == "ft:gpt-4o-mini:mrdabak:1"
     assert promoted["app_settings"]["voice.llm.api-url"] == srv["base_url"]
     assert json.loads((data_root / "models" / "promoted.json").read_text())["model_id"] == promoted["model_id"]
+
+    # The optional judge scored every valid reply; the key reached the server but no file or metadata.
+    assert report["metrics"]["fine_tuned"]["all"]["judge"]["value"] == 4.0
+    assert "judge" not in report["metrics"]["base"]["all"]  # nothing valid to judge
+    for path in data_root.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md"):
+            assert secret not in path.read_text(encoding="utf-8"), path
+    for event in result.all_events:
+        assert secret not in str(event.event_specific_data), event.event_type_value
 
 
 def test_threshold_above_what_was_reached_blocks_promotion(data_root: Path) -> None:

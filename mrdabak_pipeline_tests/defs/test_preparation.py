@@ -38,7 +38,7 @@ def _run(tmp_path: Path, instance: DagsterInstance, config: dict | None = None):
         instance=instance,
         resources={
             "raw_db": RawDatabaseResource(),
-            "paths": DataPathsResource(root=str(tmp_path / "data")),
+            "data_paths": DataPathsResource(root=str(tmp_path / "data")),
             "io_manager": ParquetJsonIOManager(base_dir=str(tmp_path / "storage")),
         },
         run_config=config,

@@ -11,7 +11,6 @@ second of wall time.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -74,14 +73,6 @@ class ChatGenerator(Protocol):
 
 
 # --- Local Hugging Face models -----------------------------------------------------------------
-
-
-def adapter_base_path(adapter_dir: str | Path) -> str | None:
-    """The base model recorded in a PEFT adapter's ``adapter_config.json`` (``None`` if absent)."""
-    cfg = Path(adapter_dir) / "adapter_config.json"
-    if not cfg.exists():
-        return None
-    return json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
 
 
 class LocalHFGenerator:

@@ -398,12 +398,10 @@ def summarize(items: Sequence[EvalItem], scores: Sequence[ItemScore], seed: int 
         # Nothing missing and nothing claimed missing is full agreement, not 0/0.
         return 1.0 if t + p + m == 0 else float(2 * t / (2 * t + p + m))
 
-    if n:
-        ci = bootstrap_interval(n, f1, seed=seed)
-        metrics["needs_more_info_f1"] = Metric(f1(np.arange(n)), n, ci[0], ci[1], "bootstrap") if ci else Metric(None, 0)
-    else:
-        metrics["needs_more_info_f1"] = Metric(None, 0, method="bootstrap")
-
+    ci = bootstrap_interval(n, f1, seed=seed)
+    metrics["needs_more_info_f1"] = (
+        Metric(f1(np.arange(n)), n, ci[0], ci[1], "bootstrap") if ci else Metric(None, 0, method="bootstrap")
+    )
     metrics["exact_match"] = proportion(sum(s.exact_match for s in scores), n)
     groups = consistency_groups(items, scores)
     metrics["consistency"] = proportion(sum(g["consistent"] for g in groups), len(groups))

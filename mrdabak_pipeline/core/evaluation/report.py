@@ -54,6 +54,8 @@ def _cell(text: Any, limit: int = 160) -> str:
     s = " ".join(str(text).split())
     if len(s) > limit:
         s = s[: limit - 1] + "…"
+    # Model output is untrusted text: keep it from opening HTML tags or code spans in the table.
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
     return s.replace("|", "\\|") or " "
 
 

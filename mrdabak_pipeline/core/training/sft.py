@@ -7,8 +7,9 @@ progress goes to a plain ``log`` callable (the Pipes script passes ``pipes.log.i
 Choices that matter:
 - Loss on assistant tokens only. Bases whose chat template has ``{% generation %}`` markers (the
   `tiny` base; TRL also patches some well-known templates) train on ``messages`` with
-  ``assistant_only_loss``; any other base gets the conversational prompt/completion format, one
-  example per assistant turn, which TRL masks with ``completion_only_loss``.
+  ``assistant_only_loss``; any other base, or a dataset with ``"weight": 0`` replies (OpenAI's
+  "context only"), gets the conversational prompt/completion format, one example per trained
+  assistant turn, which TRL masks with ``completion_only_loss``.
 - bf16 on a GPU that supports it, fp32 otherwise; activation checkpointing only on a GPU (on CPU it
   costs ~20% and saves memory we do not need).
 - Checkpoints go to ``<output>/checkpoints``; a re-run with the same output folder resumes from the
@@ -160,15 +161,27 @@ def supports_assistant_mask(tokenizer: Any) -> bool:
         return False
 
 
+def _untrained(message: dict[str, Any]) -> bool:
+    """OpenAI's ``"weight": 0``: the turn is context only (the dataset could not vouch for it)."""
+    return message["role"] == "assistant" and message.get("weight") == 0
+
+
+def has_untrained_turns(split: Any) -> bool:
+    return any(_untrained(m) for messages in split["messages"] for m in messages)
+
+
 def to_prompt_completion(split: Any) -> Any:
-    """One conversational prompt/completion example per assistant turn (loss on that turn only)."""
+    """One conversational prompt/completion example per trained assistant turn (loss on it only).
+
+    Turns with ``weight: 0`` stay in later prompts as context but are never a completion.
+    """
     from datasets import Dataset
 
     rows: dict[str, list] = {"prompt": [], "completion": []}
     for messages in split["messages"]:
         msgs = _clean_messages(messages)
         for i, m in enumerate(msgs):
-            if m["role"] == "assistant" and i > 0:
+            if m["role"] == "assistant" and i > 0 and not _untrained(messages[i]):
                 rows["prompt"].append(msgs[:i])
                 rows["completion"].append([m])
     return Dataset.from_dict(rows)
@@ -302,7 +315,9 @@ def train_sft(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
 
-    assistant_mask = supports_assistant_mask(tokenizer)
+    # Whole dialogs with an assistant-token mask when the template allows it; per-turn
+    # prompt/completion otherwise, or when some replies must not be trained (weight 0).
+    assistant_mask = supports_assistant_mask(tokenizer) and not has_untrained_turns(ds["train"])
     if assistant_mask:
         train_ds = _as_messages(ds["train"])
         eval_split = ds.get("validation")
