@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from dagster import Definitions, PipesSubprocessClient, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import (
+    Definitions,
+    PipesSubprocessClient,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
 
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource, RawDatabaseResource

@@ -347,7 +347,7 @@ def clean_partition(raw: pa.Table, config: CleaningConfig | None = None) -> Clea
     decode_error = column("decode_error")
     if decode_error.null_count < n:
         flagged = pc.indices_nonzero(pc.fill_null(pc.not_equal(decode_error, ""), False)).to_pylist()
-        for i, e in zip(flagged, decode_error.take(flagged).to_pylist(), strict=True):
+        for i, e in zip(flagged, decode_error.take(pa.array(flagged, pa.int64())).to_pylist(), strict=True):
             errors_by_group[int(gid[i])].add(e)
 
     raw_roles: list[str | None] = column("role").to_pylist()

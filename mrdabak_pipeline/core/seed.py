@@ -28,9 +28,9 @@ from mrdabak_pipeline.core.domain import (
     ALLOWED_STYLES,
     DINNER_ITEMS,
     DINNER_KO,
+    ORDER_FIELDS,
     STYLE_ITEMS,
     STYLE_KO,
-    ORDER_FIELDS,
     DinnerType,
     ServingStyle,
     SessionStatus,
@@ -378,7 +378,7 @@ def generate(
     session_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
     deck: list[tuple[DinnerType, ServingStyle]] = []
-    for i in range(sessions):
+    for _ in range(sessions):
         if not deck:
             deck = combos[:]
             rng.shuffle(deck)

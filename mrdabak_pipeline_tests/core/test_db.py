@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-from sqlalchemy import inspect, insert, text
+from sqlalchemy import insert, inspect, text
 
 from mrdabak_pipeline.core.db import (
     count_sessions_since,

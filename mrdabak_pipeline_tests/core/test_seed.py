@@ -8,7 +8,12 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrdabak_pipeline.core.domain import DinnerType, ServingStyle, is_allowed_combination, normalize_order_state
+from mrdabak_pipeline.core.domain import (
+    DinnerType,
+    ServingStyle,
+    is_allowed_combination,
+    normalize_order_state,
+)
 from mrdabak_pipeline.core.seed import SCENARIOS, generate, ro
 
 END = date(2026, 11, 20)
