@@ -8,6 +8,7 @@ from types import ModuleType
 from dagster import (
     Definitions,
     PipesSubprocessClient,
+    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
@@ -47,6 +48,9 @@ def build_definitions() -> Definitions:
         jobs=getattr(automation, "jobs", []),
         schedules=getattr(automation, "schedules", []),
         sensors=getattr(automation, "sensors", []),
+        # Steps run in the run worker's process: each step would otherwise pay ~10 s of importing
+        # torch/transformers in a fresh subprocess, and training is isolated by Pipes anyway.
+        executor=in_process_executor,
     )
 
 

@@ -74,8 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=_D.learning_rate,
                    help="2e-3 suits tiny; use ~1e-4 for LoRA on a pretrained model")
     lora = p.add_mutually_exclusive_group()
-    lora.add_argument("--use-lora", dest="use_lora", action="store_true", default=_D.use_lora)
-    lora.add_argument("--full", dest="use_lora", action="store_false", help="full fine-tune instead of LoRA")
+    lora.add_argument("--use-lora", dest="use_lora", action="store_true", default=_D.use_lora,
+                      help="train a LoRA adapter (default: full fine-tune, best for tiny)")
+    lora.add_argument("--full", dest="use_lora", action="store_false", help="full fine-tune (the default)")
     p.add_argument("--lora-r", type=int, default=_D.lora_r)
     p.add_argument("--lora-alpha", type=int, default=_D.lora_alpha)
     p.add_argument("--max-length", type=int, default=_D.max_length)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from mrdabak_pipeline.core.bulk import paused_gc
 from mrdabak_pipeline.core.domain import Session, Turn
 from mrdabak_pipeline.core.pii import FakePools, fake_pools, given_name_pattern, random_address
 
@@ -173,15 +174,12 @@ def render_time(hhmm: str, style: str, rng: random.Random | None = None) -> str:
 # --- Variants ---------------------------------------------------------------------------------
 
 
-def _fingerprint(s: Session) -> tuple[Any, ...]:
-    return (s.customer_name, tuple((t.role, t.content, repr(t.order_state)) for t in s.turns))
-
-
 class _Variant:
     """The value mappings of one variant and the rewriting of text and states with them."""
 
-    def __init__(self, session: Session, rng: random.Random, pools: FakePools) -> None:
+    def __init__(self, session: Session, rng: random.Random, pools: FakePools, mentions: _MentionCache | None = None) -> None:
         self.rng, self.anchor = rng, anchor_date(session)
+        self.mentions: _MentionCache = mentions if mentions is not None else {}
         states = [t.order_state for t in session.turns if t.order_state]
         self.names: list[tuple[str, str]] = []
         self.given: list[tuple[str, str]] = []
@@ -204,7 +202,13 @@ class _Variant:
         self.user_time_style = rng.choice(("kt", "kt", "hm", "lunch"))
 
     def _datetime(self, text: str, role: str) -> str:
-        mentions = datetime_mentions(text, self.anchor)
+        key = (text, self.anchor)
+        mentions = self.mentions.get(key)
+        if mentions is None:
+            mentions = tuple(datetime_mentions(text, self.anchor))
+            if len(self.mentions) >= _MENTION_CACHE_SIZE:
+                self.mentions.clear()
+            self.mentions[key] = mentions
         if not mentions:
             return text
         parts, pos = [], 0
@@ -245,20 +249,53 @@ class _Variant:
         return out
 
 
+#: Resolved mentions per (text, anchor day): the same sentence on the same day resolves the same
+#: way in every session and variant. Bounded so a huge partition cannot grow it without limit.
+_MentionCache = dict[tuple[str, date | None], tuple[Mention, ...]]
+_MENTION_CACHE_SIZE = 200_000
+
+
 def make_variant(session: Session, index: int, rng: random.Random, pools: FakePools | None = None) -> Session:
     """Variant `index` of `session`: new name, address and delivery date/time, said consistently."""
-    v = _Variant(session, rng, pools or fake_pools())
-    turns = [Turn(t.role, v.text(t.content, t.role), v.state(t.order_state), t.created_at, t.message_id) for t in session.turns]
+    return _make_variant(session, index, rng, pools or fake_pools(), {})
+
+
+def _make_variant(session: Session, index: int, rng: random.Random, pools: FakePools, mentions: _MentionCache) -> Session:
+    v = _Variant(session, rng, pools, mentions)
+    turns = []
+    for t in session.turns:
+        content, state = v.text(t.content, t.role), v.state(t.order_state)
+        if state is t.order_state and content == t.content:
+            turns.append(t)  # nothing to change: the (immutable) turn itself
+        else:
+            turns.append(Turn(t.role, content, state, t.created_at, t.message_id))
     src = session.source_session_id or session.session_id
-    return replace(
-        session,
+    return Session(
         session_id=f"{src}#v{index}",
-        source_session_id=src,
-        variant=index,
         turns=turns,
         customer_name=v.names[0][1] if v.names else session.customer_name,
+        status=session.status,
+        created_at=session.created_at,
+        source_session_id=src,
+        variant=index,
+        partition_date=session.partition_date,
         tags=list(session.tags),
     )
+
+
+def _duplicate(a: Session, b: Session) -> bool:
+    """Exact duplicates: same customer name and the same (role, text, repr(order_state)) turn by
+    turn. Compared pairwise with an early exit instead of fingerprinting every variant."""
+    if a.customer_name != b.customer_name or len(a.turns) != len(b.turns):
+        return False
+    for x, y in zip(a.turns, b.turns, strict=True):
+        if x is y:
+            continue
+        if x.role != y.role or x.content != y.content:
+            return False
+        if x.order_state is not y.order_state and repr(x.order_state) != repr(y.order_state):
+            return False
+    return True
 
 
 def augment_sessions(sessions: Iterable[Session], k: int = 3, seed: int = 0) -> list[Session]:
@@ -268,16 +305,27 @@ def augment_sessions(sessions: Iterable[Session], k: int = 3, seed: int = 0) -> 
     lineage (and so that a train/test split by source never leaks a variant across).
     """
     pools = fake_pools()
+    mentions: _MentionCache = {}
     out: list[Session] = []
-    for s in sessions:
-        src = s.source_session_id or s.session_id
-        original = replace(s, source_session_id=src, variant=0, tags=list(s.tags))
-        out.append(original)
-        seen = {_fingerprint(original)}
-        for i in range(1, k + 1):
-            variant = make_variant(original, i, random.Random(f"{seed}:{src}:{i}"), pools)
-            fp = _fingerprint(variant)
-            if fp not in seen:
-                seen.add(fp)
-                out.append(variant)
+    with paused_gc():
+        for s in sessions:
+            src = s.source_session_id or s.session_id
+            original = Session(
+                session_id=s.session_id,
+                turns=s.turns,
+                customer_name=s.customer_name,
+                status=s.status,
+                created_at=s.created_at,
+                source_session_id=src,
+                variant=0,
+                partition_date=s.partition_date,
+                tags=list(s.tags),
+            )
+            out.append(original)
+            kept = [original]
+            for i in range(1, k + 1):
+                variant = _make_variant(original, i, random.Random(f"{seed}:{src}:{i}"), pools, mentions)
+                if not any(_duplicate(variant, other) for other in kept):
+                    kept.append(variant)
+                    out.append(variant)
     return out

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mrdabak_pipeline.core.bulk import paused_gc
 from mrdabak_pipeline.core.domain import (
     ORDER_FIELDS,
     REQUIRED_ORDER_FIELDS,
@@ -304,7 +305,15 @@ def clean_partition(raw: pa.Table, config: CleaningConfig | None = None) -> Clea
     """Clean one raw partition (or a range of them: each session keeps its own partition_date).
 
     Never raises on bad rows: every raw session id ends in exactly one of ``sessions`` /
-    ``rejections``. PII is NOT removed here (see `pii.pseudonymize_sessions`).
+    ``rejections``. PII is NOT removed here (see `pii.pseudonymize_sessions`). See
+    `_clean_partition` for the rules and their precedence.
+    """
+    with paused_gc():
+        return _clean_partition(raw, config or CleaningConfig())
+
+
+def _clean_partition(raw: pa.Table, config: CleaningConfig) -> CleaningResult:
+    """The cleaning pass.
 
     Rows are grouped by session id (null ids under "", rejected as `missing_session_id`), groups
     in order of first appearance. Per group, in this order of precedence: rejected when all rows
@@ -314,7 +323,6 @@ def clean_partition(raw: pa.Table, config: CleaningConfig | None = None) -> Clea
     (role, text, order_state) collapsed, unparseable order_states dropped with a reason; a session
     without a user->assistant exchange is rejected.
     """
-    config = config or CleaningConfig()
     n = raw.num_rows
     result = CleaningResult(sessions=[], rejections=[], raw_rows=n, raw_session_ids=set())
     if n == 0:

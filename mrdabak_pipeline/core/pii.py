@@ -21,11 +21,12 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from faker import Faker
 
+from mrdabak_pipeline.core.bulk import paused_gc
 from mrdabak_pipeline.core.domain import Session, Turn
 
 PLACEHOLDERS: dict[str, str] = {
@@ -187,9 +188,10 @@ _SENTINEL_BASE = 0xF0000  # Supplementary Private Use Area: cannot occur in app 
 class _SessionPseudonymizer:
     """Holds one session's real->fake mapping; dropped when the session is done."""
 
-    def __init__(self, session: Session, pools: FakePools, salt: str, report: PiiReport) -> None:
+    def __init__(self, session: Session, pools: FakePools, salt: str, report: PiiReport, scans: _ScanCache | None = None) -> None:
         self.rng = random.Random(f"{salt}:{session.session_id}")
         self.pools, self.report = pools, report
+        self.scans: _ScanCache = scans if scans is not None else {}
         self.mapping: dict[str, str] = {}
         self.used: set[str] = set()
         self.known: list[tuple[str, str]] = []  # (real, sentinel), longest first
@@ -230,6 +232,26 @@ class _SessionPseudonymizer:
         self.report.replaced["address_in_text"] += 1
         return self.fake_for(m.group(0), "address")
 
+    def _scan(self, text: str) -> int:
+        """Which of the three patterns match `text` (bit flags), once per distinct text.
+
+        A pattern without a match leaves the text as it is and calls no replacement function,
+        so skipping it changes nothing; most messages repeat across sessions and match none.
+        """
+        found = self.scans.get(text)
+        if found is None:
+            found = 0
+            if _STRUCTURED_HINT.search(text) and PII_PATTERN.search(text):
+                found |= _HAS_STRUCTURED
+            if ("님" in text or "씨" in text or "이름은" in text or "성함은" in text) and _NAME_IN_TEXT.search(text):
+                found |= _HAS_NAME
+            if _ADDRESS_HINT.search(text) and _ADDRESS_IN_TEXT.search(text):
+                found |= _HAS_ADDRESS
+            if len(self.scans) >= _SCAN_CACHE_SIZE:
+                self.scans.clear()
+            self.scans[text] = found
+        return found
+
     def text(self, text: str) -> str:
         hits = []
         for real, sentinel in self.known:
@@ -239,11 +261,14 @@ class _SessionPseudonymizer:
         for real, fake in self.given:
             if real in text:
                 text = given_name_pattern(real).sub(fake, text)
-        if _STRUCTURED_HINT.search(text):
+        found = self._scan(text)
+        if found & _HAS_STRUCTURED:
             text = PII_PATTERN.sub(self._structured, text)
-        if "님" in text or "씨" in text or "이름은" in text or "성함은" in text:
+            found = self._scan(text)
+        if found & _HAS_NAME:
             text = _NAME_IN_TEXT.sub(self._name, text)
-        if _ADDRESS_HINT.search(text):
+            found = self._scan(text)
+        if found & _HAS_ADDRESS:
             text = _ADDRESS_IN_TEXT.sub(self._address, text)
         for real, sentinel in hits:
             text = text.replace(sentinel, self.mapping[real])
@@ -260,12 +285,19 @@ def given_name_pattern(given: str) -> re.Pattern[str]:
 #: Cheap pre-checks (hot path): the big patterns only run on text that could match them.
 _STRUCTURED_HINT = re.compile(r"[0-9@]")
 _ADDRESS_HINT = re.compile(r"[가-힣](?:시|군|구) [^\n]*\d")
+_HAS_STRUCTURED, _HAS_NAME, _HAS_ADDRESS = 1, 2, 4
+#: text -> which patterns match it; per `pseudonymize_sessions` call, bounded.
+_ScanCache = dict[str, int]
+_SCAN_CACHE_SIZE = 200_000
 
 
 def pseudonymize_session(session: Session, salt: str = "mrdabak", pools: FakePools | None = None, report: PiiReport | None = None) -> Session:
     """A copy of `session` with PII replaced consistently (see the module docstring)."""
-    report = report if report is not None else PiiReport()
-    p = _SessionPseudonymizer(session, pools or fake_pools(), salt, report)
+    return _pseudonymize_session(session, salt, pools or fake_pools(), report if report is not None else PiiReport(), {})
+
+
+def _pseudonymize_session(session: Session, salt: str, pools: FakePools, report: PiiReport, scans: _ScanCache) -> Session:
+    p = _SessionPseudonymizer(session, pools, salt, report, scans)
     if session.customer_name and len(session.customer_name) >= 2:
         p.add_known(session.customer_name, "name")
         fake = p.mapping[session.customer_name]
@@ -279,18 +311,34 @@ def pseudonymize_session(session: Session, salt: str = "mrdabak", pools: FakePoo
         state = t.order_state
         if state and state.get("deliveryAddress"):
             state = {**state, "deliveryAddress": p.text(state["deliveryAddress"])}
-        turns.append(Turn(t.role, p.text(t.content), state, t.created_at, t.message_id))
+        content = p.text(t.content)
+        if state is t.order_state and content == t.content:
+            turns.append(t)  # nothing replaced: the (immutable) turn itself
+        else:
+            turns.append(Turn(t.role, content, state, t.created_at, t.message_id))
     name = p.mapping.get(session.customer_name or "", session.customer_name)
-    return replace(session, turns=turns, customer_name=name, tags=list(session.tags))
+    return Session(
+        session_id=session.session_id,
+        turns=turns,
+        customer_name=name,
+        status=session.status,
+        created_at=session.created_at,
+        source_session_id=session.source_session_id,
+        variant=session.variant,
+        partition_date=session.partition_date,
+        tags=list(session.tags),
+    )
 
 
 def pseudonymize_sessions(sessions: Iterable[Session], salt: str = "mrdabak") -> tuple[list[Session], PiiReport]:
     """Pseudonymize every session; the report holds counts by kind, never a value."""
     report = PiiReport()
     pools = fake_pools()
+    scans: _ScanCache = {}
     out = []
-    for s in sessions:
-        before = sum(report.replaced.values())
-        out.append(pseudonymize_session(s, salt, pools, report))
-        report.sessions_touched += sum(report.replaced.values()) > before
+    with paused_gc():
+        for s in sessions:
+            before = sum(report.replaced.values())
+            out.append(_pseudonymize_session(s, salt, pools, report, scans))
+            report.sessions_touched += sum(report.replaced.values()) > before
     return out, report

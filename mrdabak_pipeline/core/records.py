@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from mrdabak_pipeline.core.bulk import paused_gc
 from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session, Turn
 
 ORDER_STATE_TYPE = pa.struct(
@@ -51,64 +53,149 @@ SESSION_SCHEMA = pa.schema(
 
 
 def sessions_to_table(sessions: Iterable[Session]) -> pa.Table:
-    """Sessions as an Arrow table with `SESSION_SCHEMA` (an empty input gives an empty table)."""
-    rows = [
-        {
-            "session_id": s.session_id,
-            "source_session_id": s.source_session_id,
-            "variant": s.variant,
-            "partition_date": s.partition_date,
-            "customer_name": s.customer_name,
-            "status": s.status,
-            "created_at": s.created_at,
-            "tags": list(s.tags),
-            "turns": [
-                {
-                    "role": t.role,
-                    "content": t.content,
-                    "order_state": t.order_state,
-                    "created_at": t.created_at,
-                    "message_id": t.message_id,
-                }
-                for t in s.turns
+    """Sessions as an Arrow table with `SESSION_SCHEMA` (an empty input gives an empty table).
+
+    Built column by column (turns flattened into one struct array plus list offsets) rather
+    than from nested per-turn dicts: a million turns convert in about a second.
+    """
+    with paused_gc():
+        sessions = sessions if isinstance(sessions, list) else list(sessions)
+        turns = [t for s in sessions for t in s.turns]
+        offsets = [0]
+        total = 0
+        for s in sessions:
+            total += len(s.turns)
+            offsets.append(total)
+        turn_values = pa.StructArray.from_arrays(
+            [
+                pa.array([t.role for t in turns], pa.string()),
+                pa.array([t.content for t in turns], pa.string()),
+                pa.array([t.order_state for t in turns], ORDER_STATE_TYPE),
+                pa.array([t.created_at for t in turns], _TIMESTAMP),
+                pa.array([t.message_id for t in turns], pa.int64()),
             ],
-        }
-        for s in sessions
-    ]
-    return pa.Table.from_pylist(rows, schema=SESSION_SCHEMA)
+            fields=list(TURN_TYPE),
+        )
+        del turns
+        columns = [
+            pa.array([s.session_id for s in sessions], pa.string()),
+            pa.array([s.source_session_id for s in sessions], pa.string()),
+            pa.array([s.variant for s in sessions], pa.int32()),
+            pa.array([s.partition_date for s in sessions], pa.string()),
+            pa.array([s.customer_name for s in sessions], pa.string()),
+            pa.array([s.status for s in sessions], pa.string()),
+            pa.array([s.created_at for s in sessions], _TIMESTAMP),
+            pa.array([list(s.tags) for s in sessions], pa.list_(pa.string())),
+            pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), turn_values, type=pa.list_(TURN_TYPE)),
+        ]
+    return pa.Table.from_arrays(columns, schema=SESSION_SCHEMA)
 
 
-def _state(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    return {k: value[k] for k in ORDER_FIELDS if value.get(k) is not None}
+_TIMESTAMP = pa.timestamp("us")
+
+
+def _datetimes(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Naive datetimes (None for nulls), ~10x faster than ``to_pylist`` on a timestamp column."""
+    if len(column) == 0:
+        return []
+    return column.to_numpy(zero_copy_only=False).astype("datetime64[us]").astype(object).tolist()
+
+
+def _token(values: pa.Array) -> pa.Array:
+    """A self-delimiting text per value: its byte length, ':', the value; null -> '~'."""
+    text = values if pa.types.is_string(values.type) else values.cast(pa.string())
+    return pc.fill_null(pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), text, ":"), "~")
+
+
+def _state_keys(column: pa.StructArray) -> pa.Array:
+    """One string per order state, equal exactly when the states are equal (null state: null).
+
+    Every field becomes a self-delimiting token (lists: element count, then their tokens), so
+    the concatenation is unambiguous whatever characters the values hold.
+    """
+    tokens = []
+    for f in column.type:
+        values = column.field(f.name)
+        if pa.types.is_list(f.type):
+            elements = pa.ListArray.from_arrays(values.offsets, _token(values.values))
+            count = pc.list_value_length(values).cast(pa.string())
+            tokens.append(pc.fill_null(pc.binary_join_element_wise(count, pc.binary_join(elements, ""), ":"), "~"))
+        else:
+            tokens.append(_token(values))
+    key = pc.binary_join_element_wise(*tokens, "")
+    return pc.if_else(column.is_valid(), key, pa.scalar(None, pa.string()))
+
+
+def _state_dict(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if row is None else {k: row[k] for k in ORDER_FIELDS if row[k] is not None}
+
+
+def _states(column: pa.StructArray) -> list[dict[str, Any] | None]:
+    """Order-state structs as dicts holding only the keys that are set, in `ORDER_FIELDS` order.
+
+    Most states repeat (every greeting carries the same one), so each distinct state is
+    converted once and equal states come back as one shared dict, as `clean_partition` hands
+    them out: order states are values, treat them as read-only (every stage copies before it
+    changes one).
+    """
+    if not len(column):
+        return []
+    keys = _state_keys(column)
+    enc = keys.dictionary_encode()
+    first = pc.index_in(enc.dictionary, value_set=keys)  # a row holding each distinct state
+    distinct = [_state_dict(row) for row in column.take(first).to_pylist()]
+    return [distinct[code] if code is not None else None for code in enc.indices.to_pylist()]
 
 
 def sessions_from_table(table: pa.Table) -> list[Session]:
-    """Inverse of `sessions_to_table`; absent order keys come back absent, not as nulls."""
-    out: list[Session] = []
-    for row in table.to_pylist():
-        turns = [
-            Turn(
-                role=t["role"],
-                content=t["content"],
-                order_state=_state(t["order_state"]),
-                created_at=t["created_at"],
-                message_id=t["message_id"],
+    """Inverse of `sessions_to_table`; absent order keys come back absent, not as nulls.
+
+    Column-wise: each turn field is converted once for the whole table, and equal message texts
+    come back as one shared (immutable) string, which keeps millions of turns small in memory.
+    """
+    with paused_gc():
+        n = table.num_rows
+        turns_col = table.column("turns").combine_chunks() if n else pa.array([], pa.list_(TURN_TYPE))
+        raw_offsets = turns_col.offsets
+        first = raw_offsets[0].as_py() if n else 0
+        offsets = pc.subtract(raw_offsets, first).to_pylist() if n else [0]
+        values = turns_col.values.slice(first, offsets[-1])
+        roles = values.field("role").to_pylist()
+        enc = values.field("content").dictionary_encode()
+        texts, codes = enc.dictionary.to_pylist(), enc.indices.to_pylist()
+        contents = [texts[c] if c is not None else None for c in codes]
+        del enc, texts, codes
+        states = _states(values.field("order_state"))
+        created = _datetimes(values.field("created_at"))
+        message_ids = values.field("message_id").to_pylist()
+        turns = list(map(Turn, roles, contents, states, created, message_ids))
+        del roles, contents, states, created, message_ids
+        null_turns = set(pc.indices_nonzero(pc.is_null(turns_col)).to_pylist()) if turns_col.null_count else set()
+        out: list[Session] = []
+        for i, (sid, src, variant, part, name, status, created_at, tags) in enumerate(
+            zip(
+                table.column("session_id").to_pylist(),
+                table.column("source_session_id").to_pylist(),
+                table.column("variant").to_pylist(),
+                table.column("partition_date").to_pylist(),
+                table.column("customer_name").to_pylist(),
+                table.column("status").to_pylist(),
+                _datetimes(table.column("created_at")),
+                table.column("tags").to_pylist(),
+                strict=True,
             )
-            for t in row["turns"] or []
-        ]
-        out.append(
-            Session(
-                session_id=row["session_id"],
-                turns=turns,
-                customer_name=row["customer_name"],
-                status=row["status"],
-                created_at=row["created_at"],
-                source_session_id=row["source_session_id"],
-                variant=row["variant"],
-                partition_date=row["partition_date"],
-                tags=list(row["tags"] or []),
+        ):
+            out.append(
+                Session(
+                    session_id=sid,
+                    turns=[] if i in null_turns else turns[offsets[i] : offsets[i + 1]],
+                    customer_name=name,
+                    status=status,
+                    created_at=created_at,
+                    source_session_id=src,
+                    variant=variant,
+                    partition_date=part,
+                    tags=list(tags or []),
+                )
             )
-        )
     return out

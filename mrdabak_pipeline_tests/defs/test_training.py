@@ -21,7 +21,7 @@ from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
 
 torch.set_num_threads(1)
 MARK = "2025-03-14T12:00:00+09:00"
-QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1}
+QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1, "use_lora": True}
 
 
 def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:

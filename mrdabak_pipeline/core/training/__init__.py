@@ -1,0 +1,27 @@
+"""Local fine-tuning: the `tiny` base builder, the SmolLM2 GGUF conversion, SFT with TRL + peft.
+
+No Dagster here. Heavy libraries (torch, transformers, trl, peft) are imported inside the
+functions, so importing this package (e.g. by the Dagster definitions) stays cheap.
+"""
+
+from mrdabak_pipeline.core.training.sft import (
+    TrainParams,
+    device_info,
+    generate_reply,
+    load_dialogs,
+    load_model_for_inference,
+    train_sft,
+)
+from mrdabak_pipeline.core.training.smollm2 import ensure_smollm2
+from mrdabak_pipeline.core.training.tiny import build_tiny_base
+
+__all__ = [
+    "TrainParams",
+    "build_tiny_base",
+    "device_info",
+    "ensure_smollm2",
+    "generate_reply",
+    "load_dialogs",
+    "load_model_for_inference",
+    "train_sft",
+]
