@@ -8,7 +8,7 @@ mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 days="${DEMO_DAYS:-14}"
-sessions="${DEMO_SESSIONS:-400}"
+sessions="${DEMO_SESSIONS:-250}"
 read -r start end < <(python - "$days" <<'PY'
 import sys
 from datetime import datetime, timedelta
@@ -24,11 +24,12 @@ mrdabak seed --if-empty --sessions "$sessions" --days "$days" --end-date "$end"
 echo "== 2/3 daily assets for $start...$end (one run, single-run backfill)"
 dagster asset materialize -m mrdabak_pipeline.definitions \
   --select raw_conversation_logs,cleaned_sessions,rejected_sessions,augmented_sessions \
-  --partition-range "$start...$end"
+  --partition-range "$start...$end" -c scripts/demo_daily.yaml
 
 echo "== 3/3 datasets -> fine-tuned model -> evaluation -> promotion"
 dagster asset materialize -m mrdabak_pipeline.definitions \
-  --select openai_chat_dataset,huggingface_dataset,dpo_dataset,fine_tuned_model,evaluation_report,promoted_model
+  --select openai_chat_dataset,huggingface_dataset,dpo_dataset,fine_tuned_model,evaluation_report,promoted_model \
+  -c scripts/demo_train.yaml
 
 echo
 echo "Done. Evaluation report: ${MRDABAK_DATA_DIR:-data}/reports/. Open the UI with: make ui  (http://127.0.0.1:3000)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -107,23 +108,36 @@ def _token(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.binary_join_element_wise(pc.binary_length(text).cast(pa.string()), text, ":"), "~")
 
 
-def _state_keys(column: pa.StructArray) -> pa.Array:
-    """One string per order state, equal exactly when the states are equal (null state: null).
+def _codes(values: pa.Array) -> tuple[np.ndarray, int]:
+    """(per-row code, number of codes): equal values get equal codes, null gets 0."""
+    if pa.types.is_list(values.type):  # as text: element count, then self-delimiting elements
+        elements = pa.ListArray.from_arrays(values.offsets, _token(values.values))
+        count = pc.list_value_length(values).cast(pa.string())
+        values = pc.binary_join_element_wise(count, pc.binary_join(elements, ""), ":")
+    enc = values.dictionary_encode()
+    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    return codes, len(enc.dictionary) + 1
 
-    Every field becomes a self-delimiting token (lists: element count, then their tokens), so
-    the concatenation is unambiguous whatever characters the values hold.
+
+def _state_groups(column: pa.StructArray) -> tuple[list[int], list[int]]:
+    """(one row per distinct order state, per-row index into those): equal states share an index.
+
+    Each field is dictionary-encoded on its own and the codes are combined into one integer per
+    row (re-numbered before the product could overflow): no per-row Python work, no key strings.
     """
-    tokens = []
-    for f in column.type:
-        values = column.field(f.name)
-        if pa.types.is_list(f.type):
-            elements = pa.ListArray.from_arrays(values.offsets, _token(values.values))
-            count = pc.list_value_length(values).cast(pa.string())
-            tokens.append(pc.fill_null(pc.binary_join_element_wise(count, pc.binary_join(elements, ""), ":"), "~"))
-        else:
-            tokens.append(_token(values))
-    key = pc.binary_join_element_wise(*tokens, "")
-    return pc.if_else(column.is_valid(), key, pa.scalar(None, pa.string()))
+    key = np.zeros(len(column), dtype=np.int64)
+    card = 1
+    parts = [(pc.cast(column.is_valid(), pa.int8()).to_numpy(zero_copy_only=False).astype(np.int64), 2)]
+    parts += [_codes(column.field(f.name)) for f in column.type]
+    for codes, size in parts:
+        if card * size >= 2**62:
+            _, key = np.unique(key, return_inverse=True)
+            card = int(key.max()) + 1
+        key = key * size + codes
+        card *= size
+    keys = pa.array(key)
+    enc = keys.dictionary_encode()
+    return pc.index_in(enc.dictionary, value_set=keys).to_pylist(), enc.indices.to_pylist()
 
 
 def _state_dict(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -140,11 +154,9 @@ def _states(column: pa.StructArray) -> list[dict[str, Any] | None]:
     """
     if not len(column):
         return []
-    keys = _state_keys(column)
-    enc = keys.dictionary_encode()
-    first = pc.index_in(enc.dictionary, value_set=keys)  # a row holding each distinct state
-    distinct = [_state_dict(row) for row in column.take(first).to_pylist()]
-    return [distinct[code] if code is not None else None for code in enc.indices.to_pylist()]
+    first, group = _state_groups(column)
+    distinct = [_state_dict(row) for row in column.take(pa.array(first, pa.int64())).to_pylist()]
+    return [distinct[g] for g in group]
 
 
 def sessions_from_table(table: pa.Table) -> list[Session]:

@@ -19,6 +19,7 @@ from mrdabak_pipeline.core.domain import parse_assistant_reply
 from mrdabak_pipeline.core.training.benchmark import compare_throughput, throughput_table
 from mrdabak_pipeline.core.training.sft import (
     TrainParams,
+    _as_messages,
     generate_reply,
     last_checkpoint,
     load_dialogs,
@@ -123,7 +124,11 @@ def test_weight_zero_replies_are_context_not_targets(tmp_path: Path, models_dir:
     path = tmp_path / "weighted"
     DatasetDict({"train": Dataset.from_list([{"messages": d} for d in dialogs])}).save_to_disk(str(path))
     result = train_sft(TrainParams(**QUICK | {"max_steps": 1}), path, tmp_path / "w", models_dir, log=lambda s: None)
-    assert result["metrics"]["loss_mask"] == "completion_only" and result["metrics"]["train_examples"] == 12
+    # the tiny template masks assistant tokens: whole dialogs, each cut before its first weight-0
+    # reply (here that leaves no trained reply in the 6 weighted dialogs, so they drop out)
+    assert result["metrics"]["loss_mask"] == "assistant_only" and result["metrics"]["train_examples"] == 6
+    cut = _as_messages(Dataset.from_list([{"messages": d} for d in dialogs]))
+    assert len(cut) == 6 and all(m.get("weight") is None for d in cut["messages"] for m in d)
 
 
 def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:

@@ -168,10 +168,6 @@ def _untrained(message: dict[str, Any]) -> bool:
     return message["role"] == "assistant" and message.get("weight") == 0
 
 
-def has_untrained_turns(split: Any) -> bool:
-    return any(_untrained(m) for messages in split["messages"] for m in messages)
-
-
 def to_prompt_completion(split: Any) -> Any:
     """One conversational prompt/completion example per trained assistant turn (loss on it only).
 
@@ -190,7 +186,22 @@ def to_prompt_completion(split: Any) -> Any:
 
 
 def _as_messages(split: Any) -> Any:
-    return split.map(lambda ex: {"messages": _clean_messages(ex["messages"])})
+    """Whole dialogs for assistant-masked training; a dialog is cut before its first ``weight: 0``
+    reply, so a context-only turn is never trained on.
+
+    Cutting (rather than switching the whole dataset to per-turn prompt/completion examples, whose
+    token count grows with the square of the dialog length) costs only the tail of the few dialogs
+    with such a turn.
+    """
+    from datasets import Dataset
+
+    dialogs = []
+    for messages in split["messages"]:
+        cut = next((i for i, m in enumerate(messages) if _untrained(m)), len(messages))
+        kept = _clean_messages(messages[:cut])
+        if any(m["role"] == "assistant" for m in kept):
+            dialogs.append(kept)
+    return Dataset.from_dict({"messages": dialogs})
 
 
 def _throughput_args(mode: Throughput) -> dict[str, Any]:
@@ -317,9 +328,9 @@ def train_sft(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
 
-    # Whole dialogs with an assistant-token mask when the template allows it; per-turn
-    # prompt/completion otherwise, or when some replies must not be trained (weight 0).
-    assistant_mask = supports_assistant_mask(tokenizer) and not has_untrained_turns(ds["train"])
+    # Whole dialogs with an assistant-token mask when the template allows it (cut before any
+    # weight-0 reply); per-turn prompt/completion otherwise.
+    assistant_mask = supports_assistant_mask(tokenizer)
     if assistant_mask:
         train_ds = _as_messages(ds["train"])
         eval_split = ds.get("validation")
