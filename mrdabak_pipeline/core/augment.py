@@ -209,8 +209,9 @@ class _Variant:
             if len(self.mentions) >= _MENTION_CACHE_SIZE:
                 self.mentions.clear()
             self.mentions[key] = mentions
-        if not mentions:
-            return text
+        return self._render(text, mentions, role) if mentions else text
+
+    def _render(self, text: str, mentions: tuple[Mention, ...], role: str) -> str:
         parts, pos = [], 0
         for x in mentions:
             new = self.dates.get(x.value) if x.kind == "date" else self.times.get(x.value)
@@ -237,15 +238,21 @@ class _Variant:
         return self._datetime(text, role)
 
     def state(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The state with address, date and time mapped; the same dict when none of them changes
+        (states are read-only values, shared like `clean_partition` shares them)."""
         if not state:
             return state
+        changes = {}
+        for key, mapping in (("deliveryAddress", self.addresses), ("deliveryDate", self.dates), ("deliveryTime", self.times)):
+            if key in state:
+                old = state[key]
+                new = mapping.get(old, old)
+                if new is not old:
+                    changes[key] = new
+        if not changes:
+            return state
         out = dict(state)
-        if "deliveryAddress" in out:
-            out["deliveryAddress"] = self.addresses.get(out["deliveryAddress"], out["deliveryAddress"])
-        if "deliveryDate" in out:
-            out["deliveryDate"] = self.dates.get(out["deliveryDate"], out["deliveryDate"])
-        if "deliveryTime" in out:
-            out["deliveryTime"] = self.times.get(out["deliveryTime"], out["deliveryTime"])
+        out.update(changes)
         return out
 
 
@@ -262,9 +269,22 @@ def make_variant(session: Session, index: int, rng: random.Random, pools: FakePo
 
 def _make_variant(session: Session, index: int, rng: random.Random, pools: FakePools, mentions: _MentionCache) -> Session:
     v = _Variant(session, rng, pools, mentions)
+    replacements = [*v.addresses.items(), *v.names]
+    given, anchor, cache = v.given, v.anchor, v.mentions
     turns = []
-    for t in session.turns:
-        content, state = v.text(t.content, t.role), v.state(t.order_state)
+    for t in session.turns:  # _Variant.text and .state, inlined: this loop runs for every turn
+        content = t.content
+        for old, new in replacements:
+            content = content.replace(old, new)
+        for old, new in given:
+            if old in content:
+                content = given_name_pattern(old).sub(new, content)
+        found = cache.get((content, anchor))
+        if found is None:
+            content = v._datetime(content, t.role)
+        elif found:
+            content = v._render(content, found, t.role)
+        state = v.state(t.order_state)
         if state is t.order_state and content == t.content:
             turns.append(t)  # nothing to change: the (immutable) turn itself
         else:

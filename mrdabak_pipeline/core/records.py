@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core.bulk import paused_gc
-from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session, Turn
+from mrdabak_pipeline.core.bulk import build_turns, paused_gc
+from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session
 
 ORDER_STATE_TYPE = pa.struct(
     [
@@ -162,52 +162,63 @@ def _states(column: pa.StructArray) -> list[dict[str, Any] | None]:
 def sessions_from_table(table: pa.Table) -> list[Session]:
     """Inverse of `sessions_to_table`; absent order keys come back absent, not as nulls.
 
-    Column-wise: each turn field is converted once for the whole table, and equal message texts
-    come back as one shared (immutable) string, which keeps millions of turns small in memory.
+    Column-wise, one record batch at a time (no copy of a multi-chunk Parquet read): each turn
+    field is converted once per batch, and equal message texts come back as one shared
+    (immutable) string, which keeps millions of turns small in memory.
     """
+    out: list[Session] = []
     with paused_gc():
-        n = table.num_rows
-        turns_col = table.column("turns").combine_chunks() if n else pa.array([], pa.list_(TURN_TYPE))
-        raw_offsets = turns_col.offsets
-        first = raw_offsets[0].as_py() if n else 0
-        offsets = pc.subtract(raw_offsets, first).to_pylist() if n else [0]
-        values = turns_col.values.slice(first, offsets[-1])
-        roles = values.field("role").to_pylist()
-        enc = values.field("content").dictionary_encode()
-        texts, codes = enc.dictionary.to_pylist(), enc.indices.to_pylist()
-        contents = [texts[c] if c is not None else None for c in codes]
-        del enc, texts, codes
-        states = _states(values.field("order_state"))
-        created = _datetimes(values.field("created_at"))
-        message_ids = values.field("message_id").to_pylist()
-        turns = list(map(Turn, roles, contents, states, created, message_ids))
-        del roles, contents, states, created, message_ids
-        null_turns = set(pc.indices_nonzero(pc.is_null(turns_col)).to_pylist()) if turns_col.null_count else set()
-        out: list[Session] = []
-        for i, (sid, src, variant, part, name, status, created_at, tags) in enumerate(
-            zip(
-                table.column("session_id").to_pylist(),
-                table.column("source_session_id").to_pylist(),
-                table.column("variant").to_pylist(),
-                table.column("partition_date").to_pylist(),
-                table.column("customer_name").to_pylist(),
-                table.column("status").to_pylist(),
-                _datetimes(table.column("created_at")),
-                table.column("tags").to_pylist(),
-                strict=True,
+        for batch in table.to_batches():
+            out.extend(_sessions_from_batch(batch))
+    return out
+
+
+def _sessions_from_batch(batch: pa.RecordBatch) -> list[Session]:
+    n = batch.num_rows
+    if not n:
+        return []
+    turns_col = batch.column("turns")
+    first = turns_col.offsets[0].as_py()
+    offsets = pc.subtract(turns_col.offsets, first).to_pylist()
+    values = turns_col.values.slice(first, offsets[-1])
+    enc = values.field("content").dictionary_encode()
+    texts = enc.dictionary.to_pylist()
+    contents = [texts[c] if c is not None else None for c in enc.indices.to_pylist()]
+    del enc, texts
+    turns = build_turns(
+        values.field("role").to_pylist(),
+        contents,
+        _states(values.field("order_state")),
+        _datetimes(values.field("created_at")),
+        values.field("message_id").to_pylist(),
+    )
+    del contents
+    null_turns = set(pc.indices_nonzero(pc.is_null(turns_col)).to_pylist()) if turns_col.null_count else set()
+    out: list[Session] = []
+    for i, (sid, src, variant, part, name, status, created_at, tags) in enumerate(
+        zip(
+            batch.column("session_id").to_pylist(),
+            batch.column("source_session_id").to_pylist(),
+            batch.column("variant").to_pylist(),
+            batch.column("partition_date").to_pylist(),
+            batch.column("customer_name").to_pylist(),
+            batch.column("status").to_pylist(),
+            _datetimes(batch.column("created_at")),
+            batch.column("tags").to_pylist(),
+            strict=True,
+        )
+    ):
+        out.append(
+            Session(
+                session_id=sid,
+                turns=[] if i in null_turns else turns[offsets[i] : offsets[i + 1]],
+                customer_name=name,
+                status=status,
+                created_at=created_at,
+                source_session_id=src,
+                variant=variant,
+                partition_date=part,
+                tags=list(tags or []),
             )
-        ):
-            out.append(
-                Session(
-                    session_id=sid,
-                    turns=[] if i in null_turns else turns[offsets[i] : offsets[i + 1]],
-                    customer_name=name,
-                    status=status,
-                    created_at=created_at,
-                    source_session_id=src,
-                    variant=variant,
-                    partition_date=part,
-                    tags=list(tags or []),
-                )
-            )
+        )
     return out
