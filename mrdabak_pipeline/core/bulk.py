@@ -66,7 +66,7 @@ def build_turns(
     """
     setters = _SETTERS
     if setters is None:
-        return list(map(Turn, roles, contents, states, created, message_ids))
+        return [Turn(*values) for values in zip(roles, contents, states, created, message_ids, strict=True)]
     new = object.__new__
     s_role, s_content, s_state, s_created, s_id = setters
     out = []

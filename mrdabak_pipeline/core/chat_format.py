@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from mrdabak_pipeline.core.domain import (
     assistant_target,
     parse_assistant_reply,
 )
+from mrdabak_pipeline.core.files import json_line
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
@@ -113,6 +115,8 @@ class ChatDataset:
     validation: list[dict[str, Any]] = field(default_factory=list)
     source_sessions: dict[str, set[str]] = field(default_factory=lambda: {TRAIN: set(), VALIDATION: set()})
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason)
+    n_train: int = 0  # counted separately: the streaming writer keeps no example lists
+    n_validation: int = 0
     duplicates_dropped: int = 0
     untrained_assistant_turns: int = 0
     high_water_mark: datetime | None = None
@@ -121,8 +125,8 @@ class ChatDataset:
 
     def counts(self) -> dict[str, int]:
         return {
-            "train_examples": len(self.train),
-            "validation_examples": len(self.validation),
+            "train_examples": self.n_train,
+            "validation_examples": self.n_validation,
             "train_source_sessions": len(self.source_sessions[TRAIN]),
             "validation_source_sessions": len(self.source_sessions[VALIDATION]),
             "skipped_sessions": len(self.skipped),
@@ -133,6 +137,58 @@ class ChatDataset:
 
 def _order_key(s: Session) -> tuple[datetime, str, int, str]:
     return (s.created_at or datetime.min, s.source_session_id, s.variant, s.session_id)
+
+
+@lru_cache(maxsize=8)
+def _system_prefix(system_prompt: str) -> str:
+    """The start of every line, up to and including the system message, serialized once."""
+    return '{"messages":[' + json_line({"role": "system", "content": system_prompt})
+
+
+def iter_chat_examples(
+    sessions: Iterable[Session],
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    system_prompt: str = SYSTEM_PROMPT,
+    stats: ChatDataset | None = None,
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """``(split, example, JSONL line)`` for every usable session, deduplicated, in file order.
+
+    A generator so a dataset of any size is written line by line: nothing but the 16-byte dedup
+    digests (and the sorted sessions the caller already holds) grows with the data. `stats` (a
+    `ChatDataset` whose example lists stay empty) receives the counts, skips and high-water mark.
+
+    The line is `files.json_line(example)`, byte for byte, but the system message, identical in
+    every example and most of its characters, is serialized once rather than per example. Two
+    examples are the same exactly when their lines are (the messages' keys always come in the
+    same order), so the dedup key is a digest of the part after the shared system message.
+    """
+    ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
+    target = Target(target)
+    prefix = _system_prefix(system_prompt)
+    seen: set[bytes] = set()
+    for session in sorted(sessions, key=_order_key):
+        try:
+            messages = session_messages(session, target, system_prompt)
+        except ExampleError as exc:
+            ds.skipped.append((session.session_id, str(exc)))
+            continue
+        rest = json_line(messages[1:])  # never empty: an example has at least one assistant turn
+        key = hashlib.blake2b(rest.encode("utf-8"), digest_size=16).digest()
+        if key in seen:
+            ds.duplicates_dropped += 1
+            continue
+        seen.add(key)
+        split = split_of(session.source_session_id, validation_fraction)
+        if split == TRAIN:
+            ds.n_train += 1
+        else:
+            ds.n_validation += 1
+        ds.source_sessions[split].add(session.source_session_id)
+        ds.untrained_assistant_turns += sum(1 for m in messages if m.get("weight") == 0)
+        if session.created_at is not None and (ds.high_water_mark is None or session.created_at > ds.high_water_mark):
+            ds.high_water_mark = session.created_at
+        yield split, {"messages": messages}, prefix + "," + rest[1:] + "}"
 
 
 def build_chat_dataset(
@@ -146,26 +202,12 @@ def build_chat_dataset(
     The order (created_at, source id, variant) makes the files byte-identical for the same input,
     so their sha256 identifies the data. Exact duplicate examples (an augmented variant that
     changed nothing) are kept once; sessions that cannot be used are listed with the reason.
+    Holds every example in memory: for writing files use `iter_chat_examples` (what
+    `dataset_build.write_openai_dataset` does), which streams.
     """
     ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    seen: set[str] = set()
-    for session in sorted(sessions, key=_order_key):
-        try:
-            example = session_to_example(session, target, system_prompt)
-        except ExampleError as exc:
-            ds.skipped.append((session.session_id, str(exc)))
-            continue
-        split = split_of(session.source_session_id, validation_fraction)
-        key = json.dumps(example, ensure_ascii=False, sort_keys=True)
-        if key in seen:
-            ds.duplicates_dropped += 1
-            continue
-        seen.add(key)
+    for split, example, _line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
         (ds.train if split == TRAIN else ds.validation).append(example)
-        ds.source_sessions[split].add(session.source_session_id)
-        ds.untrained_assistant_turns += sum(1 for m in example["messages"] if m.get("weight") == 0)
-        if session.created_at is not None and (ds.high_water_mark is None or session.created_at > ds.high_water_mark):
-            ds.high_water_mark = session.created_at
     return ds
 
 

@@ -8,6 +8,7 @@ files from the same sessions, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,20 +19,21 @@ import pyarrow.compute as pc
 
 from mrdabak_pipeline.core.chat_format import (
     DEFAULT_VALIDATION_FRACTION,
+    TRAIN,
     ChatDataset,
     Target,
-    build_chat_dataset,
+    iter_chat_examples,
 )
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.dpo import build_preference_dataset
-from mrdabak_pipeline.core.files import atomic_directory, sha256_file, write_jsonl
+from mrdabak_pipeline.core.files import AtomicJsonlWriter, atomic_directory, sha256_file, write_jsonl
 from mrdabak_pipeline.core.retrain_policy import format_high_water_mark
 from mrdabak_pipeline.core.validation import (
     DEFAULT_MODEL,
     ValidationReport,
     estimate_cost,
-    read_jsonl,
-    validate_examples,
+    iter_jsonl,
+    validate_jsonl,
 )
 
 #: OpenAI refuses a training file with fewer examples than this.
@@ -67,6 +69,39 @@ def _write_split(path: Path, examples: Sequence[dict[str, Any]]) -> str | None:
     return write_jsonl(path, examples)
 
 
+def write_chat_jsonl(
+    sessions: Iterable[Session],
+    out_dir: str | Path,
+    *,
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> tuple[ChatDataset, str, str | None]:
+    """Stream ``train.jsonl`` / ``validation.jsonl`` into `out_dir`: (counts, train sha256, validation sha256).
+
+    Each example is serialized once and written as it is made (sha256 computed on the way), so
+    memory does not grow with the data. Both files are replaced atomically, and only when there
+    is at least one training example (else `EmptyDatasetError`, old files untouched); an empty
+    validation split removes any stale ``validation.jsonl`` (OpenAI rejects empty files) and its
+    sha256 is None.
+    """
+    out = Path(out_dir)
+    train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
+    ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
+    with AtomicJsonlWriter(train_path) as train_w, AtomicJsonlWriter(valid_path) as valid_w:
+        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, stats=ds):
+            (train_w if split == TRAIN else valid_w).write_line(line)
+        if not ds.n_train:
+            raise EmptyDatasetError(
+                f"no training examples from {len(ds.skipped)} skipped sessions "
+                f"(e.g. {ds.skipped[:3]}) and {ds.n_validation} validation examples"
+            )
+        train_sha = train_w.commit()
+        valid_sha = valid_w.commit() if ds.n_validation else None
+    if valid_sha is None:
+        valid_path.unlink(missing_ok=True)
+    return ds, train_sha, valid_sha
+
+
 def write_openai_dataset(
     sessions: Iterable[Session],
     out_dir: str | Path,
@@ -77,20 +112,17 @@ def write_openai_dataset(
     n_epochs: int | None = None,
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced."""
-    ds = build_chat_dataset(sessions, target, validation_fraction)
-    if not ds.train:
-        raise EmptyDatasetError(
-            f"no training examples from {len(ds.skipped)} skipped sessions "
-            f"(e.g. {ds.skipped[:3]}) and {len(ds.validation)} validation examples"
-        )
+    """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced.
+
+    Written by `write_chat_jsonl` (streaming), then each file is validated by reading it back
+    from disk in chunks: the check is of the bytes OpenAI will receive, in flat memory.
+    """
     out = Path(out_dir)
     train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
-    train_sha = _write_split(train_path, ds.train)
-    valid_sha = _write_split(valid_path, ds.validation)
-    reports = {"train": validate_examples(ds.train, model, num_threads=num_threads)}
-    if ds.validation:
-        reports["validation"] = validate_examples(ds.validation, model, num_threads=num_threads)
+    ds, train_sha, valid_sha = write_chat_jsonl(sessions, out, target=target, validation_fraction=validation_fraction)
+    reports = {"train": validate_jsonl(train_path, model, num_threads=num_threads)}
+    if valid_sha:
+        reports["validation"] = validate_jsonl(valid_path, model, num_threads=num_threads)
     cost = estimate_cost(reports["train"], model, n_epochs)
     return {
         "format": "openai-chat",
@@ -120,9 +152,9 @@ def write_openai_dataset(
 def dataset_warnings(ds: ChatDataset, reports: dict[str, ValidationReport]) -> list[str]:
     """Human-readable problems that do not make the files invalid but deserve attention."""
     out: list[str] = []
-    if len(ds.train) < OPENAI_MIN_TRAIN_EXAMPLES:
-        out.append(f"only {len(ds.train)} training examples: OpenAI requires at least {OPENAI_MIN_TRAIN_EXAMPLES}")
-    if not ds.validation:
+    if ds.n_train < OPENAI_MIN_TRAIN_EXAMPLES:
+        out.append(f"only {ds.n_train} training examples: OpenAI requires at least {OPENAI_MIN_TRAIN_EXAMPLES}")
+    if not ds.n_validation:
         out.append("the validation split is empty")
     for split, report in reports.items():
         n = report.warnings.get("too_long", 0)
@@ -159,9 +191,12 @@ def write_huggingface_dataset(train_jsonl: str | Path, validation_jsonl: str | P
 
     def fill(tmp: Path) -> None:
         features = _hf_features()
-        rows = {k: [obj for _, obj in read_jsonl(p)] if p else [] for k, p in splits.items()}
-        for name, examples in rows.items():
-            write_jsonl(tmp / f"{name}.jsonl", examples)
+        rows = {k: [obj for _, obj in iter_jsonl(p)] if p else [] for k, p in splits.items()}
+        for name, source in splits.items():
+            if source:  # the files are already JSONL in our one format: copy, do not re-serialize
+                shutil.copyfile(source, tmp / f"{name}.jsonl")
+            else:
+                write_jsonl(tmp / f"{name}.jsonl", [])
         # from_dict, not from_list: an empty from_list loses its columns in the saved Arrow file
         dd = DatasetDict(
             {k: Dataset.from_dict({"messages": [r["messages"] for r in v]}, features=features) for k, v in rows.items()}
@@ -177,8 +212,8 @@ def write_huggingface_dataset(train_jsonl: str | Path, validation_jsonl: str | P
         "train_jsonl": str(folder / "train.jsonl"),
         "validation_jsonl": str(folder / "validation.jsonl"),
         "sha256": digest,
-        "train_examples": sum(1 for _ in read_jsonl(folder / "train.jsonl")),
-        "validation_examples": sum(1 for _ in read_jsonl(folder / "validation.jsonl")),
+        "train_examples": sum(1 for _ in iter_jsonl(folder / "train.jsonl")),
+        "validation_examples": sum(1 for _ in iter_jsonl(folder / "validation.jsonl")),
     }
 
 

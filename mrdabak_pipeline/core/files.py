@@ -33,16 +33,86 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def json_line(record: Any) -> str:
+    """One record as a compact JSON line (no newline), UTF-8 friendly (Korean kept, no ASCII escapes).
+
+    The single definition of the on-disk form: the dataset writer, its dedup key and `jsonl_bytes`
+    all use it, so "the same example" and "the same bytes" never disagree.
+    """
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
 def jsonl_bytes(records: Iterable[Any]) -> bytes:
     """One compact JSON object per line, UTF-8, Korean kept readable (no ASCII escapes)."""
-    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
+    return "".join(json_line(r) + "\n" for r in records).encode("utf-8")
+
+
+class AtomicJsonlWriter:
+    """Stream JSONL lines into a temp sibling of `path`; `commit` renames it into place.
+
+    Why streaming: a dataset of 100k conversations is close to a gigabyte of text, and building it
+    as one string, then one bytes copy, held several times the file in memory. Lines are encoded
+    once, hashed (sha256) and written in batches, so memory stays flat and the digest costs no
+    second read. Leaving the ``with`` block without `commit` (an error, or nothing worth keeping)
+    removes the temp file and leaves any previous `path` untouched.
+    """
+
+    def __init__(self, path: Path, batch_lines: int = 512) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._digest = hashlib.sha256()
+        self._pending: list[str] = []
+        self._batch = batch_lines
+        self.lines = 0
+        self.committed: str | None = None
+
+    def write_line(self, line: str) -> None:
+        """Append one JSON line (without its newline)."""
+        self._pending.append(line)
+        self.lines += 1
+        if len(self._pending) >= self._batch:
+            self._flush()
+
+    def write(self, record: Any) -> None:
+        self.write_line(json_line(record))
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = ("\n".join(self._pending) + "\n").encode("utf-8")
+            self._pending.clear()
+            self._digest.update(data)
+            self._fh.write(data)
+
+    def commit(self) -> str:
+        """Flush, rename into place, return the file's sha256 (hex)."""
+        self._flush()
+        self._fh.close()
+        os.replace(self._tmp, self.path)
+        self.committed = self._digest.hexdigest()
+        return self.committed
+
+    def abort(self) -> None:
+        """Drop what was written; `path` keeps its previous content (if any)."""
+        if self.committed is None:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicJsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> str:
-    """Write records as JSONL atomically; returns the file's sha256 (hex)."""
-    data = jsonl_bytes(records)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    """Write records as JSONL atomically, streaming; returns the file's sha256 (hex)."""
+    with AtomicJsonlWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+        return writer.commit()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -71,7 +71,7 @@ def sessions_to_table(sessions: Iterable[Session]) -> pa.Table:
             [
                 pa.array([t.role for t in turns], pa.string()),
                 pa.array([t.content for t in turns], pa.string()),
-                pa.array([t.order_state for t in turns], ORDER_STATE_TYPE),
+                _state_array([t.order_state for t in turns]),
                 pa.array([t.created_at for t in turns], _TIMESTAMP),
                 pa.array([t.message_id for t in turns], pa.int64()),
             ],
@@ -93,6 +93,25 @@ def sessions_to_table(sessions: Iterable[Session]) -> pa.Table:
 
 
 _TIMESTAMP = pa.timestamp("us")
+
+
+def _state_array(states: list[dict[str, Any] | None]) -> pa.Array:
+    """Order states as a struct array, each distinct dict object converted once (turns share
+    state dicts: `clean_partition` and `sessions_from_table` hand out one per distinct state)."""
+    index: dict[int, int] = {}
+    distinct: list[dict[str, Any]] = []
+    rows: list[int | None] = []
+    append = rows.append
+    for state in states:
+        if state is None:
+            append(None)
+            continue
+        i = index.get(id(state))
+        if i is None:
+            i = index[id(state)] = len(distinct)
+            distinct.append(state)
+        append(i)
+    return pa.array(distinct, ORDER_STATE_TYPE).take(pa.array(rows, pa.int64()))
 
 
 def _datetimes(column: pa.Array | pa.ChunkedArray) -> list[Any]:

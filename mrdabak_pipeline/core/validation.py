@@ -21,10 +21,11 @@ only adds the per-example token limits, which are a property of the file, not of
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +93,28 @@ def max_tokens_per_example(model: str) -> int:
     return MAX_TOKENS_PER_EXAMPLE[max(matches, key=len)] if matches else DEFAULT_MAX_TOKENS_PER_EXAMPLE
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed object)`` for every line, streamed; a bad line is `INVALID_JSON`.
+
+    Lines are what ``bytes.splitlines`` gives on the whole file (a lone ``\\r`` also ends a line),
+    so line numbers agree with `read_jsonl` and with editors, without holding the file in memory.
+    """
+    loads = json.loads
+    lineno = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            parts = raw.splitlines() if b"\r" in raw else (raw[:-1] if raw.endswith(b"\n") else raw,)
+            for line in parts:
+                lineno += 1
+                try:
+                    yield lineno, loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    yield lineno, INVALID_JSON
+
+
 def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     """Every line of a JSONL file parsed; a line that does not parse becomes `INVALID_JSON`."""
-    out: list[tuple[int, Any]] = []
-    for lineno, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
-        try:
-            out.append((lineno, json.loads(line)))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            out.append((lineno, INVALID_JSON))
-    return out
+    return list(iter_jsonl(path))
 
 
 def format_errors(example: Any) -> list[str]:
@@ -183,49 +197,77 @@ def token_lengths(texts: list[str], encoding: tiktoken.Encoding, num_threads: in
     return [n for part in parts for n in part]
 
 
+#: Distinct strings whose token counts `TokenCache` keeps across chunks before it starts over.
+TOKEN_CACHE_MAX_STRINGS = 100_000
+
+
+class TokenCache(dict[str, int]):
+    """Token counts of strings already encoded, shared by the chunks of one file.
+
+    The system prompt is in every example and augmented variants repeat most turns, so across a
+    file most strings have been seen before. Bounded: when it would pass `max_strings` it is
+    emptied and refilled, so memory stays flat on any file (the system prompt is then encoded
+    once more, which costs nothing next to a chunk).
+    """
+
+    def __init__(self, max_strings: int | None = None) -> None:
+        super().__init__()
+        self.max_strings = TOKEN_CACHE_MAX_STRINGS if max_strings is None else max_strings
+
+
+def _unknown_strings(parsed: list[list[dict[str, Any]]], known: dict[str, int]) -> list[str]:
+    """Distinct string values of the messages that `known` has no count for, in first-seen order."""
+    new: dict[str, None] = {}
+    for messages in parsed:
+        for message in messages:
+            for value in message.values():
+                if isinstance(value, str) and value not in known:
+                    new[value] = None
+    return list(new)
+
+
 def count_tokens_fast(
-    examples: Sequence[Any], encoding: tiktoken.Encoding, num_threads: int | None = None
+    examples: Sequence[Any],
+    encoding: tiktoken.Encoding,
+    num_threads: int | None = None,
+    cache: TokenCache | None = None,
 ) -> tuple[list[int], list[int]]:
     """Same numbers as `count_tokens_naive`, encoding each distinct string once.
 
-    One pass records, for every string value, its id among the distinct strings and the example
-    it belongs to; after one encoding pass over the distinct strings, per-example sums are a
-    `numpy.bincount`, not a Python loop.
+    Pass one collects the strings not in `cache`; they are encoded in one (threaded) batch;
+    pass two sums cached lengths per example. Give the same `cache` to successive chunks of a
+    file so a string is encoded once per file, not once per chunk.
     """
-    index: dict[str, int] = {}
-    intern = index.setdefault
-    ids: list[int] = []
-    owners: list[int] = []
-    assistant_ids: list[int] = []
-    assistant_owners: list[int] = []
-    overheads: list[int] = []
-    for j, example in enumerate(examples):
-        messages = _messages(example)
-        overhead = TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages) if messages else 0
+    lengths = cache if cache is not None else TokenCache()
+    parsed = [_messages(example) for example in examples]
+    new = _unknown_strings(parsed, lengths)
+    if lengths and len(lengths) + len(new) > lengths.max_strings:
+        lengths.clear()  # start over; this chunk's strings are all "new" again
+        new = _unknown_strings(parsed, lengths)
+    if new:
+        lengths.update(zip(new, token_lengths(new, encoding, num_threads), strict=True))
+    totals: list[int] = []
+    assistant: list[int] = []
+    for messages in parsed:
+        if not messages:
+            totals.append(0)
+            assistant.append(0)
+            continue
+        n = TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages)
+        a = 0
         for message in messages:
-            assistant = message.get("role") == "assistant"
             for key, value in message.items():
                 if isinstance(value, str):
-                    i = intern(value, len(index))
-                    ids.append(i)
-                    owners.append(j)
-                    if assistant and key == "content":
-                        assistant_ids.append(i)
-                        assistant_owners.append(j)
+                    n += lengths[value]
                 if key == "name":
-                    overhead += TOKENS_PER_NAME
-        overheads.append(overhead)
-    n = len(overheads)
-    lengths = np.asarray(token_lengths(list(index), encoding, num_threads), dtype=np.int64)
-
-    def per_example(which: list[int], owner: list[int]) -> np.ndarray:
-        if not which:
-            return np.zeros(n, dtype=np.int64)
-        sums = np.bincount(np.asarray(owner), weights=lengths[np.asarray(which)], minlength=n)
-        return np.rint(sums).astype(np.int64)  # float64 sums of ints are exact far beyond our sizes
-
-    totals = per_example(ids, owners) + np.asarray(overheads, dtype=np.int64)
-    return totals.tolist(), per_example(assistant_ids, assistant_owners).tolist()
+                    n += TOKENS_PER_NAME
+            if message.get("role") == "assistant":
+                content = message.get("content")
+                if isinstance(content, str):
+                    a += lengths[content]
+        totals.append(n)
+        assistant.append(a)
+    return totals, assistant
 
 
 def distribution(values: Sequence[int | float]) -> dict[str, float]:
@@ -296,8 +338,13 @@ class ValidationReport:
         }
 
 
+#: Examples parsed, checked and counted at a time by the streaming validators: big enough that
+#: the threaded encoding batch is worth it, small enough that memory does not grow with the file.
+CHUNK_EXAMPLES = 8_192
+
+
 def validate_examples(
-    examples: Sequence[Any],
+    examples: Iterable[Any],
     model: str = DEFAULT_MODEL,
     *,
     encoding: ResolvedEncoding | None = None,
@@ -305,28 +352,35 @@ def validate_examples(
     num_threads: int | None = None,
 ) -> ValidationReport:
     """Format checks + token counts for already-parsed examples (numbered from 1)."""
-    return validate_numbered(
-        list(enumerate(examples, start=1)), model, encoding=encoding, fast=fast, num_threads=num_threads
-    )
+    return validate_numbered(enumerate(examples, start=1), model, encoding=encoding, fast=fast, num_threads=num_threads)
 
 
 def validate_numbered(
-    pairs: Sequence[tuple[int, Any]],
+    pairs: Iterable[tuple[int, Any]],
     model: str = DEFAULT_MODEL,
     *,
     encoding: ResolvedEncoding | None = None,
     fast: bool = True,
     num_threads: int | None = None,
     max_listed: int = 5,
+    chunk_size: int = CHUNK_EXAMPLES,
 ) -> ValidationReport:
-    """Format checks + token counts for ``(line number, parsed object)`` pairs, as `read_jsonl` gives."""
-    objs = [obj for _, obj in pairs]
+    """Format checks + token counts for ``(line number, parsed object)`` pairs, as `iter_jsonl` gives.
+
+    Consumed in chunks of `chunk_size`, so a generator over a file of any size is validated in
+    flat memory: only the per-example numbers (three ints each) are kept. The fast path shares one
+    `TokenCache` across chunks; the figures do not depend on the chunk size.
+    """
     resolved = encoding or resolve_encoding(model)
     limit = max_tokens_per_example(model)
     errors: Counter[str] = Counter()
     error_lines: dict[str, list[int]] = {}
     warnings: Counter[str] = Counter()
     warning_lines: dict[str, list[int]] = {}
+    n_messages: list[int] = []
+    n_tokens: list[int] = []
+    n_assistant: list[int] = []
+    cache = TokenCache()
 
     def note(counter: Counter[str], lines: dict[str, list[int]], code: str, lineno: int) -> None:
         counter[code] += 1
@@ -334,27 +388,36 @@ def validate_numbered(
         if len(listed) < max_listed:
             listed.append(lineno)
 
-    for lineno, obj in pairs:
-        for code in format_errors(obj):
-            note(errors, error_lines, code, lineno)
-        roles = {m.get("role") for m in _messages(obj)}
-        if "system" not in roles:
-            note(warnings, warning_lines, "missing_system_message", lineno)
-        if "user" not in roles:
-            note(warnings, warning_lines, "missing_user_message", lineno)
-    counter = count_tokens_fast if fast else count_tokens_naive
-    kwargs: dict[str, Any] = {"num_threads": num_threads} if fast else {}
-    n_tokens, n_assistant = counter(objs, resolved.encoding, **kwargs)
-    for (lineno, _), n in zip(pairs, n_tokens, strict=True):
-        if n > limit:
-            note(warnings, warning_lines, "too_long", lineno)
+    iterator = iter(pairs)
+    while chunk := list(itertools.islice(iterator, chunk_size)):
+        objs = []
+        for lineno, obj in chunk:
+            objs.append(obj)
+            for code in format_errors(obj):
+                note(errors, error_lines, code, lineno)
+            messages = _messages(obj)
+            n_messages.append(len(messages))
+            roles = {m.get("role") for m in messages}
+            if "system" not in roles:
+                note(warnings, warning_lines, "missing_system_message", lineno)
+            if "user" not in roles:
+                note(warnings, warning_lines, "missing_user_message", lineno)
+        if fast:
+            tokens, assistant = count_tokens_fast(objs, resolved.encoding, num_threads, cache)
+        else:
+            tokens, assistant = count_tokens_naive(objs, resolved.encoding)
+        for (lineno, _), n in zip(chunk, tokens, strict=True):
+            if n > limit:
+                note(warnings, warning_lines, "too_long", lineno)
+        n_tokens.extend(tokens)
+        n_assistant.extend(assistant)
     return ValidationReport(
-        n_examples=len(pairs),
+        n_examples=len(n_tokens),
         errors=errors,
         error_lines=error_lines,
         warnings=warnings,
         warning_lines=warning_lines,
-        n_messages=[len(_messages(o)) for o in objs],
+        n_messages=n_messages,
         n_tokens=n_tokens,
         n_assistant_tokens=n_assistant,
         max_tokens_per_example=limit,
@@ -366,8 +429,13 @@ def validate_jsonl(
     path: str | Path, model: str = DEFAULT_MODEL, *, fast: bool = True, num_threads: int | None = None,
     encoding: ResolvedEncoding | None = None,
 ) -> ValidationReport:
-    """Validate and count a JSONL file (the fast path by default)."""
-    return validate_numbered(read_jsonl(path), model, encoding=encoding, fast=fast, num_threads=num_threads)
+    """Validate and count a JSONL file as it is on disk (what OpenAI will receive).
+
+    The fast path streams the file in chunks; ``fast=False`` is the cookbook's way: read every
+    line, then one ``encode`` per message value.
+    """
+    pairs = iter_jsonl(path) if fast else read_jsonl(path)
+    return validate_numbered(pairs, model, encoding=encoding, fast=fast, num_threads=num_threads)
 
 
 def validate_jsonl_naive(path: str | Path, model: str = DEFAULT_MODEL, encoding: ResolvedEncoding | None = None) -> ValidationReport:
@@ -376,16 +444,17 @@ def validate_jsonl_naive(path: str | Path, model: str = DEFAULT_MODEL, encoding:
 
 
 def check_jsonl_format(path: str | Path) -> tuple[int, Counter[str], dict[str, list[int]]]:
-    """Only the format checks (no tokenizer): (examples, error counts, first lines per error)."""
+    """Only the format checks (no tokenizer): (examples, error counts, first lines per error), streamed."""
     errors: Counter[str] = Counter()
     lines: dict[str, list[int]] = {}
-    parsed = read_jsonl(path)
-    for lineno, obj in parsed:
+    n = 0
+    for lineno, obj in iter_jsonl(path):
+        n += 1
         for code in format_errors(obj):
             errors[code] += 1
             if len(lines.setdefault(code, [])) < 5:
                 lines[code].append(lineno)
-    return len(parsed), errors, lines
+    return n, errors, lines
 
 
 # --- epochs and cost ---------------------------------------------------------------------------

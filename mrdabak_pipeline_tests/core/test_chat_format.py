@@ -15,15 +15,18 @@ from mrdabak_pipeline.core.chat_format import (
     GOLDEN_PATH,
     TRAIN,
     VALIDATION,
+    ChatDataset,
     ExampleError,
     GoldenFormatError,
     build_chat_dataset,
+    iter_chat_examples,
     load_golden,
     session_messages,
     session_to_example,
     split_of,
 )
 from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, Session, Turn, parse_assistant_reply
+from mrdabak_pipeline.core.files import json_line
 from mrdabak_pipeline.core.validation import validate_examples
 from mrdabak_pipeline_tests.dataset_helpers import order_session, state
 
@@ -161,3 +164,27 @@ def test_golden_system_prompt_follows_the_code(tmp_path) -> None:
     golden = load_golden(system_prompt="새 프롬프트")
     assert all(g.messages[0]["content"] == "새 프롬프트" for g in golden)
     assert state()["needsMoreInfo"]  # helper sanity: an empty order misses every field
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=30).filter(str.strip), min_size=1, max_size=6),
+    st.text(min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_streamed_lines_are_exactly_the_examples_serialized(texts: list[str], prompt: str, lose_state: bool) -> None:
+    turns = []
+    for i, text in enumerate(texts):
+        turns.append(Turn("user", text))
+        turns.append(Turn("assistant", text[::-1] or "네", None if lose_state and i else state()))
+    sessions = [Session("a", turns), Session("b", list(turns)), Session("c", [Turn("user", "다른 " + texts[0]), Turn("assistant", "네", state())])]
+    for target in ("json", "text"):
+        stats = ChatDataset()
+        out = list(iter_chat_examples(sessions, target, 0.5, prompt, stats))
+        assert [line for _, _, line in out] == [json_line(example) for _, example, _ in out]
+        assert all(json.loads(line) == example for _, example, line in out)
+        assert stats.duplicates_dropped == 1  # "b" is "a" again
+        built = build_chat_dataset(sessions, target, 0.5, prompt)
+        assert built.train + built.validation == [e for _, e, _ in sorted(out, key=lambda t: t[0] != TRAIN)]
+        assert (built.n_train, built.n_validation) == (len(built.train), len(built.validation))
+        assert built.counts() == stats.counts()

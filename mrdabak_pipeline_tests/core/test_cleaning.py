@@ -180,3 +180,37 @@ def test_arbitrary_rows_never_crash_and_conserve(rows: list[dict[str, Any]], max
     for s in r.sessions:
         assert {t.role for t in s.turns} <= {"user", "assistant"}
         assert all(t.content and len(t.content) <= max_chars for t in s.turns)
+
+
+_json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 120), st.floats(allow_nan=False, allow_infinity=False),
+              st.sampled_from(["valentine", " Deluxe ", "FRENCH", "2", "２", "2025-03-02", "2025-02-30", "19:00", "7:00", " 서울  강남구 ", "", "true"])),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["x", "quantity"]), inner, max_size=2),
+    max_leaves=4,
+)
+_state_obj = st.dictionaries(st.sampled_from([*READY.keys(), "extra"]), st.one_of(_json_value, st.lists(st.sampled_from(["quantity", "dinnerType", "bogus"]), max_size=3)), max_size=5)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_state_obj.map(lambda d: json.dumps(d, ensure_ascii=False)), st.text(max_size=12)), min_size=1, max_size=6))
+def test_order_states_parse_exactly_as_normalize_order_state(states: list[str]) -> None:
+    """The per-field memoized parse in cleaning gives what `normalize_order_state` gives, or drops
+    the state with the reason its error names."""
+    from mrdabak_pipeline.core.cleaning import state_drop_reason
+    from mrdabak_pipeline.core.domain import OrderStateError, normalize_order_state
+
+    rows = [msg("s", 1, "user", "안녕하세요")]
+    rows += [msg("s", 2 + i, "assistant", f"네 {i}", state) for i, state in enumerate(states)]
+    r = clean_partition(table(rows))
+    s = only(r)
+    drops = {d.message_id: d for d in r.state_drops}
+    for i, text in enumerate(states):
+        turn = s.turns[1 + i]
+        try:
+            expected = normalize_order_state(text)
+        except OrderStateError as exc:
+            assert turn.order_state is None and drops[turn.message_id].reason == state_drop_reason(exc)
+            assert drops[turn.message_id].detail == str(exc)
+        else:
+            assert turn.order_state == expected and repr(turn.order_state) == repr(expected)
+            assert turn.message_id not in drops

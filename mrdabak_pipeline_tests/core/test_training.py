@@ -24,6 +24,8 @@ from mrdabak_pipeline.core.training.sft import (
     last_checkpoint,
     load_dialogs,
     load_model_for_inference,
+    packed_rows,
+    plan_packing,
     supports_assistant_mask,
     to_prompt_completion,
     train_sft,
@@ -251,10 +253,61 @@ def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, t
     rows = compare_throughput(TrainParams(**QUICK | {"epochs": 1}, evaluate=False), dataset, tmp_path, models_dir,
                               modes=("plain", "grouped", "packed"), log=lambda s: None)
     by_mode = {r["mode"]: r for r in rows}
-    assert by_mode["plain"]["optimizer_steps"] == by_mode["grouped"]["optimizer_steps"] == 3
-    assert by_mode["packed"]["optimizer_steps"] == 1  # all 24 dialogs fit in 1024-token rows
-    assert all(r["tokens_per_s"] > 0 for r in rows)
+    # packed: one 1024-token row per micro-batch, accumulated so an epoch still takes the same
+    # number of optimizer steps as batches of 8 dialogs (the lr schedule and loss stay comparable)
+    assert {r["optimizer_steps"] for r in rows} == {3}
+    packed = by_mode["packed"]
+    assert packed["micro_batch"] == 1 and packed["packed_rows"] < 24
+    assert -(-packed["packed_rows"] // packed["grad_accum_steps"]) == 3
+    assert by_mode["plain"]["micro_batch"] == 8 and by_mode["plain"]["grad_accum_steps"] == 1
+    assert all(r["tokens_per_s"] > 0 and r["trained_tokens"] == rows[0]["trained_tokens"] for r in rows)
     assert "| packed |" in throughput_table(rows)
+
+
+def test_packed_rows_is_trls_best_fit_decreasing() -> None:
+    # 600 | 500 | 400 fits best beside 600 (24 left) | 300 beside 500
+    assert packed_rows([600, 500, 400, 300], 1024) == 2
+    assert packed_rows([2000], 1024) == 1  # longer than a row: truncated, still one row
+    assert packed_rows([], 1024) == 0
+
+
+def test_packing_plan_matches_the_unpacked_step_count() -> None:
+    # 96 dialogs of ~390 tokens, batch 16: 6 steps unpacked -> 1024-token rows, 7 per step
+    lengths = [390 + (i * 37) % 170 - 85 for i in range(96)]
+    plan = plan_packing(lengths, 16, 1024)
+    assert (plan.target_steps, plan.steps_per_epoch, plan.row_length) == (6, 6, 1024)
+    assert plan.accum == -(-plan.rows // 6) and plan.rows >= sum(lengths) / 1024
+    # 24 short single-turn dialogs, batch 8: all fit in 2 long rows, so rows shrink to a step's worth
+    short = plan_packing([66] * 24, 8, 1024)
+    assert short.steps_per_epoch == short.target_steps == 3 and 66 <= short.row_length < 1024
+    with pytest.raises(ValueError, match="nothing to pack"):
+        plan_packing([], 8, 1024)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=40), st.integers(64, 512))
+def test_packed_rows_bounds(lengths: list[int], max_length: int) -> None:
+    """Never fewer rows than the tokens need, never more than one per example."""
+    rows = packed_rows(lengths, max_length)
+    assert -(-sum(min(n, max_length) for n in lengths) // max_length) <= rows <= len(lengths)
+
+
+def test_packed_row_does_not_attend_across_dialogs(tiny_tokenizer) -> None:
+    """The packed layout (position_ids restarting at each dialog, no attention mask) must give each
+    dialog exactly the logits it gets alone on CPU/SDPA: packing saves padding, it must not leak context."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_tokenizer.name_or_path).eval()
+    a, b = (tiny_tokenizer.apply_chat_template(make_dialog(random.Random(s)), tokenize=True)["input_ids"]
+            for s in (21, 22))
+    row = torch.tensor([a + b])
+    position_ids = torch.tensor([list(range(len(a))) + list(range(len(b)))])
+    with torch.no_grad():  # use_cache=False like training: with a KV cache transformers ignores packing
+        packed = model(input_ids=row, position_ids=position_ids, use_cache=False).logits[0, len(a):]
+        alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
+        leaky = model(input_ids=row, use_cache=False).logits[0, len(a):]  # one long sequence: b sees a
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(leaky, alone, atol=1e-3)
 
 
 def _field_accuracy(result: dict, dataset: Path, n: int = 40) -> dict[str, float]:

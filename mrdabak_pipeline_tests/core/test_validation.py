@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrdabak_pipeline.core import validation as V
@@ -137,3 +137,65 @@ def test_written_files_round_trip_through_the_checks(tmp_path: Path) -> None:
     assert value["estimated_cost_usd"] > 0 and value["encoding"]["exact"] is True
     table = V.distributions_markdown([("train", V.validate_jsonl(value["train_path"]).distributions())])
     assert "| train | tokens per example |" in table and table.count("\n") == 4
+
+
+LINE_PIECES = st.sampled_from([b"\n", b"\r", b"\r\n", b"", b" ", b"{}", b'{"messages":[]}', b"[1]", b"x", "가".encode()])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(LINE_PIECES, max_size=30))
+def test_streamed_lines_are_numbered_like_splitlines(tmp_path_factory: pytest.TempPathFactory, pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    path = tmp_path_factory.mktemp("j") / "x.jsonl"
+    path.write_bytes(data)
+    expected = []
+    for i, line in enumerate(data.splitlines(), start=1):
+        try:
+            expected.append((i, json.loads(line)))
+        except ValueError:
+            expected.append((i, V.INVALID_JSON))
+    assert list(V.iter_jsonl(path)) == expected == V.read_jsonl(path)
+
+
+def test_chunking_and_a_small_token_cache_do_not_change_any_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = [order_session(f"s{i}", name=f"고객{i % 5}") for i in range(30)]
+    examples: list = [session_to_example(s) for s in sessions]
+    examples[7:7] = [{"messages": [USER, {**ASSISTANT, "name": "bot"}]}, "not an object", {"messages": [ASSISTANT]}]
+    naive = V.validate_examples(examples, fast=False)
+    whole = V.validate_examples(examples)
+    monkeypatch.setattr(V, "TOKEN_CACHE_MAX_STRINGS", 4)  # forces the cache to start over in most chunks
+    for chunk in (1, 2, 7, 1000):
+        chunked = V.validate_numbered(enumerate(examples, start=1), chunk_size=chunk, num_threads=1)
+        assert chunked.summary() == whole.summary() == naive.summary()
+        assert chunked.n_tokens == naive.n_tokens and chunked.n_assistant_tokens == naive.n_assistant_tokens
+        assert chunked.n_messages == naive.n_messages
+    enc = resolve_encoding(V.DEFAULT_MODEL).encoding
+    cache = V.TokenCache(max_strings=3)
+    parts = [V.count_tokens_fast(examples[i : i + 4], enc, 1, cache) for i in range(0, len(examples), 4)]
+    assert [n for tokens, _ in parts for n in tokens] == naive.n_tokens
+    assert [n for _, assistant in parts for n in assistant] == naive.n_assistant_tokens
+    assert len(cache) <= 3 + 4 * 8  # bounded: at most one chunk's distinct strings beyond the cap
+
+
+def test_validation_reads_the_file_written_not_the_examples_in_memory(tmp_path: Path) -> None:
+    from mrdabak_pipeline.core.dataset_build import EmptyDatasetError, write_chat_jsonl
+
+    sessions = [order_session(f"s{i}", name=f"고객{i}") for i in range(40)]
+    ds, train_sha, valid_sha = write_chat_jsonl(sessions, tmp_path)
+    assert ds.n_train + ds.n_validation == 40 and ds.train == [] and valid_sha is not None
+    assert hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest() == train_sha
+    report = V.validate_jsonl(tmp_path / "train.jsonl")
+    assert report.ok and report.n_examples == ds.n_train
+    # a corrupted byte on disk is caught: the check is of the file, not of what we meant to write
+    data = (tmp_path / "train.jsonl").read_bytes()
+    (tmp_path / "train.jsonl").write_bytes(data.replace(b'"role":"user"', b'"role":"customer"', 1))
+    assert V.validate_jsonl(tmp_path / "train.jsonl").errors == {"unrecognized_role": 1}
+    # no usable session: a clear error, the previous files stay as they were, no temp files left
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(EmptyDatasetError):
+        write_chat_jsonl([], tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # an empty validation split removes the stale validation file
+    ds, _, valid_sha = write_chat_jsonl(sessions, tmp_path, validation_fraction=0.0)
+    assert valid_sha is None and ds.n_validation == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]

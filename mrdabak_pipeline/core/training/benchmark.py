@@ -2,12 +2,12 @@
 
 Same data, same model, same hyperparameters; only the batch layout changes:
 - ``plain``: TRL defaults, no packing, every batch padded to its longest example;
-- ``packed``: best-fit-decreasing packing into ``max_length`` rows, padding-free (position_ids
-  mark the example boundaries; transformers turns them into a block-diagonal mask, so examples
-  never attend to each other, also with SDPA on CPU);
+- ``packed`` (the default): best-fit-decreasing packing into ``max_length`` rows, padding-free
+  (position_ids mark the example boundaries; transformers turns them into a block-diagonal mask,
+  so examples never attend to each other, also with SDPA on CPU), one row per micro-batch with
+  gradient accumulation, so an epoch takes the same number of optimizer steps as the others;
 - ``grouped``: no packing, length-grouped sampling so each batch holds similar lengths.
-Packing also changes the number of optimizer steps per epoch (rows hold many examples), so we
-report the final losses beside tokens/s: a faster layout that learns less is no win.
+We report the final losses beside tokens/s: a faster layout that learns less is no win.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def compare_throughput(
             "train_loss": round(m["train_loss"], 4),
             "eval_loss": round(m["eval_loss"], 4) if m["eval_loss"] is not None else None,
             "trained_tokens": m["trained_tokens"],
+            "micro_batch": m["micro_batch"],
+            "grad_accum_steps": m["grad_accum_steps"],
+            "packed_rows": m["packed_rows"],
+            "packed_row_length": m["packed_row_length"],
         })
     return rows
 
