@@ -123,9 +123,17 @@ def run(profile: Profile) -> list[Result]:
         return run_worker("training_throughput", ["--mode", mode, "--dataset", str(dataset), "--epochs", epochs,
                                                   "--out", str(out)], timeout=3600)
 
-    # The baseline first, then the project default: a neighbour's load drifts slowly, and a
-    # fixed order keeps the comparison honest run to run.
-    runs = {"plain": train("plain"), "default": train("default")}
+    # Interleaved repeats, the fastest of each side kept: on a shared box a neighbour's burst can
+    # double one run's wall time (measured: plain 10 s and 20 s back to back), and interference
+    # only ever slows a run down. Seeded runs give identical losses, so only the time varies.
+    tries: dict[str, list[dict[str, Any]]] = {"plain": [], "default": []}
+    for _ in range(max(1, min(profile.repeats, 2))):
+        for mode, done in tries.items():
+            done.append(train(mode))
+    runs = {mode: min(done, key=lambda r: r["train_wall_s"]) for mode, done in tries.items()}
+    for mode, done in tries.items():
+        print(f"  {mode}: train wall s per try {[r['train_wall_s'] for r in done]}, "
+              f"eval loss {sorted({round(r['eval_loss'], 4) for r in done})}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs.json").write_text(json.dumps(runs, indent=2))
     print(table(runs), flush=True)

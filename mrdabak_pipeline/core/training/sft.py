@@ -241,29 +241,41 @@ def plan_packing(lengths: Sequence[int], batch_size: int, max_length: int) -> Pa
     """Row length and accumulation so a packed epoch takes as many optimizer steps as unpacked
     batches of ``batch_size`` examples (same lr schedule, about the same tokens per step).
 
-    Rows are ``max_length`` long unless a whole step's tokens fit in less (tiny single-turn data),
-    never shorter than the longest example (best-fit-decreasing would truncate it). Tries the
-    smallest accumulation first; when no exact match exists, the closest step count wins.
+    Accumulations are tried nearest to ``rows / steps`` first; for each, ``max_length`` rows
+    (least waste) unless a bisection must find shorter ones, never shorter than the longest
+    example (best-fit-decreasing would truncate it). When no exact match exists (a handful of
+    rows), the closest step count wins.
     """
     if not lengths:
         raise ValueError("nothing to pack")
     target = math.ceil(len(lengths) / batch_size)
-    total = sum(min(n, max_length) for n in lengths)
     longest = min(max(lengths), max_length)
-    best: tuple[tuple[int, int, int], PackingPlan] | None = None
-    max_accum = math.ceil(packed_rows(lengths, max_length) / target) + 1
-    for accum in range(1, max_accum + 1):
-        for row in sorted({max_length, min(max_length, max(longest, math.ceil(total / (target * accum))))},
-                          reverse=True):
-            rows = packed_rows(lengths, row)
-            plan = PackingPlan(row, rows, accum, math.ceil(rows / accum), target)
-            key = (abs(plan.steps_per_epoch - target), accum, -row)
-            if best is None or key < best[0]:
-                best = (key, plan)
-        if best[0][0] == 0:
+    rows_at: dict[int, int] = {}  # the row count depends only on the row length: pack each once
+
+    def plan_for(row: int, accum: int) -> PackingPlan:
+        if row not in rows_at:
+            rows_at[row] = packed_rows(lengths, row)
+        return PackingPlan(row, rows_at[row], accum, math.ceil(rows_at[row] / accum), target)
+
+    natural = plan_for(max_length, 1).rows / target
+    accums = sorted(range(1, math.ceil(plan_for(longest, 1).rows / target) + 1), key=lambda a: (abs(a - natural), a))
+    best: PackingPlan | None = None
+    for accum in accums[:4]:
+        lo, hi = longest, max_length  # steps fall as rows get longer: the longest row with steps >= target
+        if plan_for(hi, accum).steps_per_epoch >= target:
+            lo = hi
+        elif plan_for(lo, accum).steps_per_epoch < target:
+            hi = lo
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if plan_for(mid, accum).steps_per_epoch >= target else (lo, mid - 1)
+        for plan in (plan_for(lo, accum), plan_for(min(lo + 1, max_length), accum)):
+            if best is None or abs(plan.steps_per_epoch - target) < abs(best.steps_per_epoch - target):
+                best = plan
+        if best.steps_per_epoch == target:
             break
     assert best is not None
-    return best[1]
+    return best
 
 
 def _example_lengths(tokenizer: Any, dataset: Any) -> list[int]:
