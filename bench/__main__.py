@@ -38,11 +38,16 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; load avg {load}")
 
 
-def write_results(results: list[Result], path: Path) -> None:
-    """Atomic: a crash mid-write never leaves a truncated results.json behind."""
+def write_results(results: list[Result], path: Path, keep: list[dict] | None = None) -> None:
+    """Atomic: a crash mid-write never leaves a truncated results.json behind.
+
+    `keep`: rows of figures not re-run this time (``--only``), kept so a partial run does not
+    erase the other figures' last measurements.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = sorted([*(keep or []), *(r.to_dict() for r in results)], key=lambda r: int(r["figure"].split()[0]))
+    tmp.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
         parser.error(f"unknown figure(s) {sorted(unknown)}; known: {', '.join(FIGURES)}")
 
     print(f"bench profile={profile.name} on {machine()}", flush=True)
+    keep: list[dict] = []
+    if args.only and args.out.exists():
+        keep = [r for r in json.loads(args.out.read_text(encoding="utf-8")) if r["figure"].split()[0] not in wanted]
     results: list[Result] = []
     for number in wanted:
         module, title = FIGURES[number]
@@ -80,10 +88,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
                   f"[{r.target or 'info'}] met={r.met}", flush=True)
         print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
         results.extend(rows)
-        write_results(results, args.out)  # keep what was measured even if a later figure dies
+        write_results(results, args.out, keep)  # keep what was measured even if a later figure dies
 
     print("\n" + format_table(results))
-    write_results(results, args.out)
+    write_results(results, args.out, keep)
     print(f"\nwrote {args.out}")
     return results
 

@@ -112,21 +112,19 @@ def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[st
         stage("augment", t0, augmented_table.num_rows)
     del cleaned_table
 
-    reason = missing("mrdabak_pipeline.core.chat_format", "mrdabak_pipeline.core.files")
+    reason = missing("mrdabak_pipeline.core.dataset_build")
     if reason:
         skipped["format"] = reason
         return _done(stages, skipped, t_chain, cpu_chain)
-    from mrdabak_pipeline.core.chat_format import build_chat_dataset
-    from mrdabak_pipeline.core.files import write_jsonl
+    from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
 
     t0 = time.perf_counter()
     cpu["last"] = time.process_time()
-    ds = build_chat_dataset(sessions_from_table(augmented_table))
+    # the same streaming writer the openai_chat_dataset asset uses
+    ds, _, _ = write_chat_jsonl(sessions_from_table(augmented_table), out_dir)
     del augmented_table
     train_path, val_path = out_dir / "train.jsonl", out_dir / "validation.jsonl"
-    write_jsonl(train_path, ds.train)
-    write_jsonl(val_path, ds.validation)
-    n_examples = len(ds.train) + len(ds.validation)
+    n_examples = ds.n_train + ds.n_validation
     del ds
     stage("format", t0, n_examples)
 

@@ -238,8 +238,14 @@ def count_tokens_fast(
     pass two sums cached lengths per example. Give the same `cache` to successive chunks of a
     file so a string is encoded once per file, not once per chunk.
     """
+    return _count_messages([_messages(example) for example in examples], encoding, num_threads, cache)
+
+
+def _count_messages(
+    parsed: list[list[dict[str, Any]]], encoding: tiktoken.Encoding, num_threads: int | None, cache: TokenCache | None
+) -> tuple[list[int], list[int]]:
+    """`count_tokens_fast` over each example's countable messages (`_messages`), already extracted."""
     lengths = cache if cache is not None else TokenCache()
-    parsed = [_messages(example) for example in examples]
     new = _unknown_strings(parsed, lengths)
     if lengths and len(lengths) + len(new) > lengths.max_strings:
         lengths.clear()  # start over; this chunk's strings are all "new" again
@@ -391,11 +397,13 @@ def validate_numbered(
     iterator = iter(pairs)
     while chunk := list(itertools.islice(iterator, chunk_size)):
         objs = []
+        parsed = []
         for lineno, obj in chunk:
             objs.append(obj)
             for code in format_errors(obj):
                 note(errors, error_lines, code, lineno)
             messages = _messages(obj)
+            parsed.append(messages)
             n_messages.append(len(messages))
             roles = {m.get("role") for m in messages}
             if "system" not in roles:
@@ -403,7 +411,7 @@ def validate_numbered(
             if "user" not in roles:
                 note(warnings, warning_lines, "missing_user_message", lineno)
         if fast:
-            tokens, assistant = count_tokens_fast(objs, resolved.encoding, num_threads, cache)
+            tokens, assistant = _count_messages(parsed, resolved.encoding, num_threads, cache)
         else:
             tokens, assistant = count_tokens_naive(objs, resolved.encoding)
         for (lineno, _), n in zip(chunk, tokens, strict=True):
