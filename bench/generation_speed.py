@@ -40,7 +40,7 @@ def _model(profile: Profile, dataset: Path) -> dict[str, Any]:
     trained = trained_model(profile)
     if trained and Path(trained["model_path"]).exists():
         return {"model_path": trained["model_path"], "base_model_path": trained["base_model_path"],
-                "is_adapter": True, "what": "tiny model after figure 3's training"}
+                "is_adapter": trained["is_adapter"], "what": "tiny model after figure 3's training"}
     from mrdabak_pipeline.core.training.sft import TINY, load_dialogs, resolve_base_model
 
     dialogs = [list(d) for d in load_dialogs(dataset)["train"]["messages"]]

@@ -260,6 +260,9 @@ def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, t
     assert packed["micro_batch"] == 1 and packed["packed_rows"] < 24
     assert -(-packed["packed_rows"] // packed["grad_accum_steps"]) == 3
     assert by_mode["plain"]["micro_batch"] == 8 and by_mode["plain"]["grad_accum_steps"] == 1
+    # grouped on CPU: one dialog per micro-batch (no padding at all), 8 accumulated per step
+    assert by_mode["grouped"]["micro_batch"] == 1 and by_mode["grouped"]["grad_accum_steps"] == 8
+    assert TrainParams().throughput == "grouped"
     assert all(r["tokens_per_s"] > 0 and r["trained_tokens"] == rows[0]["trained_tokens"] for r in rows)
     assert "| packed |" in throughput_table(rows)
 

@@ -2,11 +2,12 @@
 
 Same data, same model, same hyperparameters; only the batch layout changes:
 - ``plain``: TRL defaults, no packing, every batch padded to its longest example;
-- ``packed`` (the default): best-fit-decreasing packing into ``max_length`` rows, padding-free
+- ``packed``: best-fit-decreasing packing into ``max_length`` rows, padding-free
   (position_ids mark the example boundaries; transformers turns them into a block-diagonal mask,
   so examples never attend to each other, also with SDPA on CPU), one row per micro-batch with
   gradient accumulation, so an epoch takes the same number of optimizer steps as the others;
-- ``grouped``: no packing, length-grouped sampling so each batch holds similar lengths.
+- ``grouped`` (the default): no padding computed; on CPU one example per micro-batch with
+  gradients accumulated over ``batch_size``, on a GPU length-grouped batches.
 We report the final losses beside tokens/s: a faster layout that learns less is no win.
 """
 

@@ -12,10 +12,10 @@ Choices that matter:
   assistant turn, which TRL masks with ``completion_only_loss``.
 - bf16 on a GPU that supports it, fp32 otherwise; activation checkpointing only on a GPU (on CPU it
   costs ~20% and saves memory we do not need).
-- Throughput on CPU: the default ``packed`` layout packs whole dialogs best-fit into
-  ``max_length`` rows (no padding computed), one row per micro-batch, and accumulates gradients
-  so optimizer steps and tokens per step match unpacked batches of ``batch_size`` (figure 3 of
-  ``python -m bench``: 1.4-1.6x the real tokens/s of TRL's defaults, loss within 1%).
+- Throughput on CPU: the default ``grouped`` layout computes no padding: one example per
+  micro-batch, gradients accumulated over ``batch_size`` examples, so optimizer steps and their
+  contents match TRL's padded batches (figure 3 of ``python -m bench``: ~1.8x the real tokens/s
+  of TRL's defaults, same loss).
 - Checkpoints go to ``<output>/checkpoints``; a re-run with the same output folder resumes from the
   last one, so a retried Dagster run does not start over.
 - A random-init base (tiny) trained with LoRA must also train ``lm_head``: a frozen random output
@@ -73,16 +73,17 @@ class TrainParams:
     seed: int = 42
     grad_accum: int = 1
     num_threads: int = 1
-    #: "packed" (default) = TRL best-fit-decreasing packing, padding-free, ONE row (<= ``max_length``) per
-    #: micro-batch with gradient accumulation sized so an optimizer step still sees about
-    #: ``batch_size`` dialogs and an epoch takes the same number of steps as unpacked batches
-    #: (figure 3 on CPU, 1 thread: 1.4-1.6x the real tokens/s of "plain" on 128 dialogs x 2 epochs,
-    #: eval loss within 1%, same 16 steps; several rows per
-    #: micro-batch are flattened into one sequence that, without a varlen flash-attention kernel,
-    #: attends densely: ~9x slower). "plain" = TRL defaults (no packing, pad to the longest in the
-    #: batch). "grouped" = length-grouped sampling (transformers only groups within mega-batches of
-    #: ``len(data) // (4 * batch_size)`` batches, so on a few hundred dialogs it barely helps).
-    throughput: Throughput = "packed"
+    #: "grouped" (default) = no padding computed: on CPU ONE example per micro-batch with gradient
+    #: accumulation over ``batch_size`` (the same examples per optimizer step and the same steps as
+    #: "plain": TRL normalizes the loss over the accumulated tokens, so the optimization matches;
+    #: figure 3, 1 thread: 1.76x the real tokens/s of "plain", identical train loss); on a GPU,
+    #: length-grouped batches of ``batch_size`` (``group_by_length``), where wide batches pay.
+    #: "packed" = TRL best-fit-decreasing packing, padding-free, one row (<= ``max_length``) per
+    #: micro-batch with accumulation sized to keep the unpacked step count (`plan_packing`): 1.3-1.4x
+    #: on CPU (a 1024-token row attends densely within itself); several rows per micro-batch are
+    #: flattened into one sequence that, without a varlen flash-attention kernel, attends densely:
+    #: ~9x slower. "plain" = TRL defaults (no packing, pad to the longest in the batch).
+    throughput: Throughput = "grouped"
     logging_steps: int = 5
     #: checkpoint every N optimizer steps; 0 = at the end of every epoch.
     save_steps: int = 0
@@ -289,7 +290,8 @@ def _example_lengths(tokenizer: Any, dataset: Any) -> list[int]:
     return [len(tokenizer.apply_chat_template(c, tokenize=True)["input_ids"]) for c in convs]
 
 
-def _throughput_args(mode: Throughput, plan: PackingPlan | None = None) -> dict[str, Any]:
+def _throughput_args(mode: Throughput, plan: PackingPlan | None = None, *, on_cuda: bool = False,
+                     batch_size: int = 1) -> dict[str, Any]:
     """SFTConfig arguments for a batch layout (on top of ``batch_size`` / ``grad_accum``).
 
     ``packed`` follows a `plan_packing` plan: one packed row per micro-batch (several would be
@@ -301,13 +303,16 @@ def _throughput_args(mode: Throughput, plan: PackingPlan | None = None) -> dict[
     if mode == "plain":
         return {"packing": False, "padding_free": False}
     if mode == "grouped":
-        return {"packing": False, "train_sampling_strategy": "group_by_length"}
+        if on_cuda:
+            return {"packing": False, "train_sampling_strategy": "group_by_length"}
+        # CPU: a micro-batch of one example has nothing to pad and attends only within itself;
+        # wide batches buy nothing on one or two cores. Same sampler order, so same step contents.
+        return {"packing": False, "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                "gradient_accumulation_steps": batch_size}
     if mode == "packed":
-        if plan is None:
-            raise ValueError("packed layout needs a packing plan")
         return {"packing": True, "packing_strategy": "bfd", "eval_packing": True,
                 "per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
-                "gradient_accumulation_steps": plan.accum}
+                "gradient_accumulation_steps": plan.accum if plan else 1}  # no plan: nothing to train
     raise ValueError(f"unknown throughput mode {mode!r}: plain, packed or grouped")
 
 
@@ -463,7 +468,7 @@ def train_sft(
     plan = (plan_packing(_example_lengths(tokenizer, train_ds), params.batch_size, params.max_length)
             if params.throughput == "packed" and len(train_ds) else None)
     layout = {"per_device_train_batch_size": params.batch_size, "per_device_eval_batch_size": params.batch_size,
-              **_throughput_args(params.throughput, plan)}
+              **_throughput_args(params.throughput, plan, on_cuda=on_cuda, batch_size=params.batch_size)}
     layout["gradient_accumulation_steps"] = layout.get("gradient_accumulation_steps", 1) * params.grad_accum
     args = SFTConfig(
         output_dir=str(ckpt_dir),
