@@ -18,19 +18,27 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Let `write` fill a temp file (given its path) in the same folder, then `os.replace` it.
+
+    The callback form serves writers that want a path of their own (``pq.write_table``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def json_line(record: Any) -> str:

@@ -9,8 +9,6 @@ value can be opened with pandas, DuckDB or a text editor.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
+from mrdabak_pipeline.core.files import atomic_write
 from mrdabak_pipeline.defs.resources import default_data_dir
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ParquetJsonIOManager(ConfigurableIOManager):
@@ -57,11 +43,11 @@ class ParquetJsonIOManager(ConfigurableIOManager):
                     raise ValueError(f"{context.asset_key.to_user_string()}: partitioned tables need a partition_date column")
                 for key in keys:
                     part = obj.filter(pc.equal(obj["partition_date"], key))
-                    _atomic_write(folder / f"{key}.parquet", lambda tmp, t=part: pq.write_table(t, tmp))
+                    atomic_write(folder / f"{key}.parquet", lambda tmp, t=part: pq.write_table(t, tmp))
                 path = folder
             else:
                 path = folder.with_suffix(".parquet")
-                _atomic_write(path, lambda tmp: pq.write_table(obj, tmp))
+                atomic_write(path, lambda tmp: pq.write_table(obj, tmp))
             context.add_output_metadata({"stored_at": MetadataValue.path(str(path)), "stored_rows": obj.num_rows})
         elif isinstance(obj, (dict, list)):
             path = folder.with_suffix(".json")
@@ -69,7 +55,7 @@ class ParquetJsonIOManager(ConfigurableIOManager):
             def write(tmp: str) -> None:
                 Path(tmp).write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
-            _atomic_write(path, write)
+            atomic_write(path, write)
             # `stored_at`, not `dagster/uri`: assets that write files point `dagster/uri` at those.
             context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
         else:

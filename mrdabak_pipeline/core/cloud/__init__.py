@@ -18,7 +18,6 @@ from mrdabak_pipeline.core.cloud.client import (
     Upload,
     describe_job,
     make_sdk_client,
-    sha256_file,
 )
 from mrdabak_pipeline.core.cloud.results import (
     ResultFileError,
@@ -41,6 +40,7 @@ from mrdabak_pipeline.core.cloud.spec import (
     training_cost_usd,
     validate_suffix,
 )
+from mrdabak_pipeline.core.files import sha256_file  # re-exported: what uploads are deduplicated by
 
 __all__ = [
     "API_KEY_ENV",

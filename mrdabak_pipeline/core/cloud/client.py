@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
 from mrdabak_pipeline.core.cloud.results import ResultFileError, parse_result_csv, summarize_curve
 from mrdabak_pipeline.core.cloud.spec import META_FINGERPRINT, JobSpec, training_cost_usd, validate_backend
+from mrdabak_pipeline.core.files import sha256_file
 
 SUCCEEDED = "succeeded"
 FAILED_STATUSES = frozenset({"failed", "cancelled"})
@@ -51,14 +51,6 @@ class JobFailedError(RuntimeError):
         self.job_id, self.status, self.code, self.message = job_id, status, code, message
         detail = f"{code}: {message}" if code or message else "no error detail from the API"
         super().__init__(f"fine-tuning job {job_id} {status} ({detail})")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_sdk_client(

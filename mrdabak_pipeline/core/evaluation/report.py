@@ -8,8 +8,6 @@ can be opened anywhere (a file browser, GitHub, the Dagster UI's path link).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ matplotlib.use("Agg")  # no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mrdabak_pipeline.core.evaluation.metrics import FIELD_NAMES  # noqa: E402
+from mrdabak_pipeline.core.files import atomic_write_bytes  # noqa: E402
 
 #: The headline metrics, in report order, with their readable names.
 HEADLINE: dict[str, str] = {
@@ -192,13 +191,6 @@ def _plot_fields(results: Mapping[str, Any], path: Path, source: str = "all") ->
     plt.close(fig)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def render_markdown(results: Mapping[str, Any], gate: Mapping[str, Any] | None = None, worst_n: int = 8) -> str:
     """The report as Markdown (plots referenced as ``metrics.png`` / ``field_accuracy.png``)."""
     sources = [s for s in results["sources"]]
@@ -256,8 +248,8 @@ def write_report(
     _plot_metrics(results, metrics_png)
     _plot_fields(results, fields_png)
     md_path, json_path = out / "report.md", out / "report.json"
-    _atomic_text(md_path, render_markdown(results, gate, worst_n))
-    _atomic_text(json_path, json.dumps({**results, "gate": gate}, ensure_ascii=False, indent=2, default=str))
+    atomic_write_bytes(md_path, render_markdown(results, gate, worst_n).encode("utf-8"))
+    atomic_write_bytes(json_path, json.dumps({**results, "gate": gate}, ensure_ascii=False, indent=2, default=str).encode("utf-8"))
     return {
         "markdown": str(md_path),
         "json": str(json_path),
