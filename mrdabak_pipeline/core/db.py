@@ -455,7 +455,8 @@ def count_sessions_since(engine: Engine, after: datetime, statuses: tuple[str, .
     # Strictly after: with microseconds, so a stored "…:59" or "…:59.000000" equal to `after` is
     # excluded whichever of the two formats the writer used.
     lo = after.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else after
-    created = cast(session_table.c.created_at, Text) if engine.dialect.name == "sqlite" else session_table.c.created_at
+    # the same sargable comparison as the daily windows: no CAST, so the created_at index is used
+    created = _window_column(engine, session_table.c.created_at)
     q = select(func.count(), func.max(session_table.c.created_at)).where(created > lo)
     if statuses:
         q = q.where(session_table.c.status.in_(statuses))
