@@ -114,6 +114,60 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class TreeMonitor:
+    """Peak RSS and CPU seconds of this process *and its descendants* (a stage's worker processes).
+
+    A background thread samples the process tree every `interval` seconds and keeps the largest
+    sum of resident set sizes seen: an upper bound on the tree's memory, since pages the workers
+    share with the forkserver they were forked from count once per process. `cpu_seconds()` reads
+    user+system time of every process alive now plus that of those that have ended since.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._interval = interval
+        self._cpu_of: dict[int, float] = {}
+        self.peak_rss_mib = 0.0
+        self._stop = False
+        import threading
+
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[Any]:
+        return [self._me, *self._me.children(recursive=True)]
+
+    def _sample(self) -> None:
+        import psutil
+
+        rss = 0
+        for proc in self._tree():
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    t = proc.cpu_times()
+                    self._cpu_of[proc.pid] = t.user + t.system
+            except psutil.Error:  # ended between listing and reading
+                continue
+        self.peak_rss_mib = max(self.peak_rss_mib, rss / 2**20)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._sample()
+            time.sleep(self._interval)
+
+    def cpu_seconds(self) -> float:
+        self._sample()
+        return sum(self._cpu_of.values())
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self._sample()
+
+
 def run_worker(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
     """Run ``python -m bench.<module> --worker ARGS`` in a fresh process; it prints one JSON line last.
 

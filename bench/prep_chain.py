@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import Profile, Result, emit, missing, peak_rss_mib, run_worker
+from bench.common import Profile, Result, TreeMonitor, emit, missing, peak_rss_mib, run_worker
 from bench.seeded import SeededDb, seeded_db
 
 WALL_TARGET_S = 60.0
@@ -29,14 +29,14 @@ STAGES = ("extract", "clean", "augment", "format", "validate")
 
 
 def _warm_up() -> None:
-    """Import every stage's modules and load the token encoding before the clock starts.
+    """Import the stages' modules and load the token encoding before the clock starts.
 
     These are one-off costs of a Python process (a Dagster run pays them once per run whatever its
-    size); left inside, they would make the small size look slow per session and hide growth.
+    size); left inside, they would make the small size look slow per session and hide growth. The
+    worker processes are NOT started here: their start (and their own imports and encoding load)
+    is inside the clock, as it is inside a run.
     """
-    for name in ("mrdabak_pipeline.core.cleaning", "mrdabak_pipeline.core.pii", "mrdabak_pipeline.core.records",
-                 "mrdabak_pipeline.core.augment", "mrdabak_pipeline.core.chat_format",
-                 "mrdabak_pipeline.core.files", "mrdabak_pipeline.core.validation"):
+    for name in ("mrdabak_pipeline.core.stages", "mrdabak_pipeline.core.dataset_build", "mrdabak_pipeline.core.validation"):
         if missing(name) is None:
             __import__(name)
     if missing("mrdabak_pipeline.core.validation") is None:
@@ -47,103 +47,60 @@ def _warm_up() -> None:
 
 
 def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[str, Any]:
-    """The chain itself, stage by stage; returns per-stage seconds/counts and the process's peak RSS."""
-    import pyarrow as pa
+    """The chain itself, stage by stage, as the assets call it: per-stage seconds and CPU seconds
+    (this process and its workers), items, and the process tree's peak RSS."""
+    reason = missing("mrdabak_pipeline.core.stages", "mrdabak_pipeline.core.dataset_build", "mrdabak_pipeline.core.validation")
+    if reason:
+        return {"stages": {}, "skipped": {"clean": reason}, "wall": 0.0, "cpu": 0.0, "peak_rss_mib": peak_rss_mib()}
+    from mrdabak_pipeline.core import parallel, stages
+    from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
+    from mrdabak_pipeline.core.db import make_engine
+    from mrdabak_pipeline.core.validation import validate_jsonl
 
-    from mrdabak_pipeline.core.db import make_engine, read_raw_window
-
-    stages: dict[str, dict[str, Any]] = {}
     _warm_up()
-    t_chain, cpu_chain = time.perf_counter(), time.process_time()
-    cpu = {"last": cpu_chain}
+    monitor = TreeMonitor()
+    result: dict[str, Any] = {"stages": {}, "skipped": {}, "workers": parallel.worker_count()}
+    t_chain, cpu_chain = time.perf_counter(), monitor.cpu_seconds()
+    last = {"t": t_chain, "cpu": cpu_chain, "own": time.process_time()}
 
-    def stage(name: str, t0: float, items: int) -> None:
-        now = time.process_time()
-        stages[name] = {"seconds": time.perf_counter() - t0, "cpu_seconds": now - cpu["last"], "items": items,
-                        "rss_after_mib": peak_rss_mib()}
-        cpu["last"] = now
+    def stage(name: str, items: int) -> None:
+        now, cpu, own = time.perf_counter(), monitor.cpu_seconds(), time.process_time()
+        result["stages"][name] = {"seconds": now - last["t"], "cpu_seconds": cpu - last["cpu"], "items": items,
+                                  "main_process_cpu_seconds": own - last["own"], "rss_after_mib": monitor.peak_rss_mib}
+        last.update(t=now, cpu=cpu, own=own)
 
     # extract: one window query per Seoul day, as raw_conversation_logs does for a range
-    t0 = time.perf_counter()
-    cpu["last"] = time.process_time()
     engine = make_engine(db_url)
     start = datetime.fromisoformat(first_day)
-    tables = []
-    for i in range(days):
-        lo = start + timedelta(days=i)
-        tables.append(read_raw_window(engine, lo, lo + timedelta(days=1), lo.date().isoformat()))
-    raw = pa.concat_tables(tables)
-    del tables
+    windows = [(start + timedelta(days=i), start + timedelta(days=i + 1), (start + timedelta(days=i)).date().isoformat())
+               for i in range(days)]
+    raw = stages.extract(engine, windows)
     engine.dispose()
-    stage("extract", t0, raw.num_rows)
+    stage("extract", raw.num_rows)
 
-    # clean: rules + PII pseudonymization, stored as the SESSION_SCHEMA table
-    reason = missing("mrdabak_pipeline.core.cleaning", "mrdabak_pipeline.core.pii", "mrdabak_pipeline.core.records")
-    if reason:
-        return _done(stages, {"clean": reason}, t_chain, cpu_chain)
-    from mrdabak_pipeline.core.cleaning import clean_partition
-    from mrdabak_pipeline.core.pii import pseudonymize_sessions
-    from mrdabak_pipeline.core.records import sessions_from_table, sessions_to_table
-
-    t0 = time.perf_counter()
-    cpu["last"] = time.process_time()
-    result = clean_partition(raw)
+    # clean: rules + PII pseudonymization + the leak scan, as clean_sessions (stored as a table)
+    cleaned = stages.clean(raw).table
     del raw
-    cleaned, _ = pseudonymize_sessions(result.sessions)
-    n_cleaned = len(cleaned)
-    del result
-    cleaned_table = sessions_to_table(cleaned)
+    stage("clean", cleaned.num_rows)
+
+    augmented = stages.augment(cleaned, k=1, seed=42).table
     del cleaned
-    stage("clean", t0, n_cleaned)
+    stage("augment", augmented.num_rows)
 
-    skipped: dict[str, str] = {}
-    reason = missing("mrdabak_pipeline.core.augment")
-    t0 = time.perf_counter()
-    cpu["last"] = time.process_time()
-    if reason:
-        skipped["augment"] = reason
-        augmented_table = cleaned_table
-    else:
-        from mrdabak_pipeline.core.augment import augment_sessions
+    # the same streaming writer the openai_chat_dataset asset uses, given the stored table
+    ds, _, _ = write_chat_jsonl(augmented, out_dir)
+    del augmented
+    stage("format", ds.n_train + ds.n_validation)
 
-        augmented = augment_sessions(sessions_from_table(cleaned_table), k=1)
-        augmented_table = sessions_to_table(augmented)
-        del augmented
-        stage("augment", t0, augmented_table.num_rows)
-    del cleaned_table
+    reports = [validate_jsonl(out_dir / "train.jsonl"), validate_jsonl(out_dir / "validation.jsonl")]
+    stage("validate", sum(r.n_examples for r in reports))
 
-    reason = missing("mrdabak_pipeline.core.dataset_build")
-    if reason:
-        skipped["format"] = reason
-        return _done(stages, skipped, t_chain, cpu_chain)
-    from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
-
-    t0 = time.perf_counter()
-    cpu["last"] = time.process_time()
-    # the same streaming writer the openai_chat_dataset asset uses
-    ds, _, _ = write_chat_jsonl(sessions_from_table(augmented_table), out_dir)
-    del augmented_table
-    train_path, val_path = out_dir / "train.jsonl", out_dir / "validation.jsonl"
-    n_examples = ds.n_train + ds.n_validation
-    del ds
-    stage("format", t0, n_examples)
-
-    reason = missing("mrdabak_pipeline.core.validation")
-    if reason:
-        skipped["validate"] = reason
-    else:
-        from mrdabak_pipeline.core.validation import validate_jsonl
-
-        t0 = time.perf_counter()
-        cpu["last"] = time.process_time()
-        reports = [validate_jsonl(train_path), validate_jsonl(val_path)]
-        stage("validate", t0, sum(r.n_examples for r in reports))
-    return _done(stages, skipped, t_chain, cpu_chain)
-
-
-def _done(stages: dict[str, Any], skipped: dict[str, str], t_chain: float, cpu_chain: float) -> dict[str, Any]:
-    return {"stages": stages, "skipped": skipped, "wall": time.perf_counter() - t_chain,
-            "cpu": time.process_time() - cpu_chain, "peak_rss_mib": peak_rss_mib()}
+    result["wall"] = time.perf_counter() - t_chain
+    result["cpu"] = monitor.cpu_seconds() - cpu_chain
+    parallel.shutdown()  # the workers count in the figures until here
+    monitor.stop()
+    result["peak_rss_mib"] = monitor.peak_rss_mib
+    return result
 
 
 def measure(db: SeededDb) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core import augment, cleaning, pii
+from mrdabak_pipeline.core import records, stages
 from mrdabak_pipeline.core.chat_format import DEFAULT_VALIDATION_FRACTION, Target
 from mrdabak_pipeline.core.dataset_build import (
     EmptyDatasetError,
@@ -28,7 +28,6 @@ from mrdabak_pipeline.core.dataset_build import (
     write_preference_dataset,
 )
 from mrdabak_pipeline.core.db import make_engine, read_raw_window
-from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.validation import DEFAULT_MODEL
 
 DATA_DIR_ENV = "MRDABAK_DATA_DIR"
@@ -42,18 +41,20 @@ def _with_partition_dates(raw: pa.Table) -> pa.Table:
     return raw.set_column(index, "partition_date", pc.fill_null(days, ""))
 
 
-def prepared_sessions(db_url: str | None, days: int | None, augment_k: int, seed: int) -> list[Session]:
+def prepared_sessions(db_url: str | None, days: int | None, augment_k: int, seed: int) -> pa.Table:
     """Raw DB rows -> cleaned, pseudonymized, augmented sessions (what ``augmented_sessions`` holds)."""
     engine = make_engine(db_url)
     end = datetime.now() + timedelta(days=1)
     start = end - timedelta(days=days + 1) if days else datetime(1970, 1, 1)
     raw = _with_partition_dates(read_raw_window(engine, start, end, ""))
-    result = cleaning.clean_partition(raw)
+    cleaned = stages.clean(raw)
+    result = cleaned.summary
     if result.rejections:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(result.rejection_counts.items()))
         print(f"quarantined {len(result.rejections)} sessions: {counts}", file=sys.stderr)
-    sessions, _report = pii.pseudonymize_sessions(result.sessions)
-    return augment.augment_sessions(sessions, k=augment_k, seed=seed) if augment_k else sessions
+    if cleaned.leaks:
+        raise SystemExit(f"error: the PII scan found leftovers after pseudonymization: {dict(cleaned.leaks)}")
+    return stages.augment(cleaned.table, k=augment_k, seed=seed).table if augment_k else cleaned.table
 
 
 def _print_openai(value: dict) -> None:
@@ -97,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         hf = write_huggingface_dataset(value["train_path"], value["validation_path"], out / "huggingface")
         print(f"huggingface: {hf['path']} (load_from_disk; JSONL: {hf['train_jsonl']}, {hf['validation_jsonl']})")
     if args.dpo:
-        dpo = write_preference_dataset(sessions, out / "dpo", target=args.target, validation_fraction=args.validation_fraction)
+        dpo = write_preference_dataset(records.sessions_from_table(sessions), out / "dpo", target=args.target, validation_fraction=args.validation_fraction)
         print(f"dpo: {dpo['pair_count']} preference pairs in {out / 'dpo'}")
     return 0
 

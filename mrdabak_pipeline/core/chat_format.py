@@ -22,6 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mrdabak_pipeline.core import parallel
 from mrdabak_pipeline.core.domain import (
     SYSTEM_PROMPT,
     OrderStateError,
@@ -30,6 +34,7 @@ from mrdabak_pipeline.core.domain import (
     parse_assistant_reply,
 )
 from mrdabak_pipeline.core.files import json_line
+from mrdabak_pipeline.core.records import sessions_from_table
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
@@ -145,6 +150,57 @@ def _system_prefix(system_prompt: str) -> str:
     return '{"messages":[' + json_line({"role": "system", "content": system_prompt})
 
 
+class _Collector:
+    """The order-independent bookkeeping of a dataset build: dedup, counts, skips, high-water mark.
+
+    Shared by the in-process generator and the chunked writer, which feeds it candidates computed
+    in worker processes; either way the same examples are kept and counted.
+    """
+
+    def __init__(self, ds: ChatDataset) -> None:
+        self.ds = ds
+        self.seen: set[bytes] = set()
+
+    def skip(self, session_id: str, reason: str) -> None:
+        self.ds.skipped.append((session_id, reason))
+
+    def keep(self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int) -> str | None:
+        """The split of a new example, or None for an exact duplicate of one already kept."""
+        ds = self.ds
+        if key in self.seen:
+            ds.duplicates_dropped += 1
+            return None
+        self.seen.add(key)
+        split = split_of(source_session_id, ds.validation_fraction)
+        if split == TRAIN:
+            ds.n_train += 1
+        else:
+            ds.n_validation += 1
+        ds.source_sessions[split].add(source_session_id)
+        ds.untrained_assistant_turns += untrained
+        if created_at is not None and (ds.high_water_mark is None or created_at > ds.high_water_mark):
+            ds.high_water_mark = created_at
+        return split
+
+
+def _example_line(session: Session, target: Target, system_prompt: str) -> tuple[list[dict[str, Any]], str, bytes]:
+    """(messages, JSONL line, dedup key) of one session; raises `ExampleError` like `session_messages`.
+
+    The line is `files.json_line({"messages": messages})`, byte for byte, but the system message,
+    identical in every example and most of its characters, is serialized once rather than per
+    example. Two examples are the same exactly when their lines are (the messages' keys always
+    come in the same order), so the key is a digest of the part after the system message.
+    """
+    messages = session_messages(session, target, system_prompt)
+    rest = json_line(messages[1:])  # never empty: an example has at least one assistant turn
+    key = hashlib.blake2b(rest.encode("utf-8"), digest_size=16).digest()
+    return messages, _system_prefix(system_prompt) + "," + rest[1:] + "}", key
+
+
+def _untrained(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for m in messages if m.get("weight") == 0)
+
+
 def iter_chat_examples(
     sessions: Iterable[Session],
     target: Target | str = Target.JSON,
@@ -157,38 +213,82 @@ def iter_chat_examples(
     A generator so a dataset of any size is written line by line: nothing but the 16-byte dedup
     digests (and the sorted sessions the caller already holds) grows with the data. `stats` (a
     `ChatDataset` whose example lists stay empty) receives the counts, skips and high-water mark.
-
-    The line is `files.json_line(example)`, byte for byte, but the system message, identical in
-    every example and most of its characters, is serialized once rather than per example. Two
-    examples are the same exactly when their lines are (the messages' keys always come in the
-    same order), so the dedup key is a digest of the part after the shared system message.
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     target = Target(target)
-    prefix = _system_prefix(system_prompt)
-    seen: set[bytes] = set()
+    collect = _Collector(ds)
     for session in sorted(sessions, key=_order_key):
         try:
-            messages = session_messages(session, target, system_prompt)
+            messages, line, key = _example_line(session, target, system_prompt)
         except ExampleError as exc:
-            ds.skipped.append((session.session_id, str(exc)))
+            collect.skip(session.session_id, str(exc))
             continue
-        rest = json_line(messages[1:])  # never empty: an example has at least one assistant turn
-        key = hashlib.blake2b(rest.encode("utf-8"), digest_size=16).digest()
-        if key in seen:
-            ds.duplicates_dropped += 1
+        split = collect.keep(key, session.source_session_id, session.created_at, _untrained(messages))
+        if split is not None:
+            yield split, {"messages": messages}, line
+
+
+#: Session rows per chunk below which the chunked writer stays in this process.
+MIN_CHUNK_SESSIONS = 5_000
+#: The columns and directions of `_order_key`, for sorting a session table the same way.
+#: Nulls first, as `_order_key` puts a missing created_at at datetime.min.
+_ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
+
+
+def _chunk_candidates(job: tuple[pa.Table, str, str]) -> list[tuple[Any, ...]]:
+    """Worker side of `iter_chat_lines`: per session of a sorted slice, a skip or an example line.
+
+    ``("skip", session_id, reason)`` or ``(key, source_session_id, created_at, untrained, line)``.
+    """
+    table, target, system_prompt = job
+    out: list[tuple[Any, ...]] = []
+    for session in sessions_from_table(table):
+        try:
+            messages, line, key = _example_line(session, Target(target), system_prompt)
+        except ExampleError as exc:
+            out.append(("skip", session.session_id, str(exc)))
             continue
-        seen.add(key)
-        split = split_of(session.source_session_id, validation_fraction)
-        if split == TRAIN:
-            ds.n_train += 1
-        else:
-            ds.n_validation += 1
-        ds.source_sessions[split].add(session.source_session_id)
-        ds.untrained_assistant_turns += sum(1 for m in messages if m.get("weight") == 0)
-        if session.created_at is not None and (ds.high_water_mark is None or session.created_at > ds.high_water_mark):
-            ds.high_water_mark = session.created_at
-        yield split, {"messages": messages}, prefix + "," + rest[1:] + "}"
+        out.append((key, session.source_session_id, session.created_at, _untrained(messages), line))
+    return out
+
+
+def iter_chat_lines(
+    sessions: Iterable[Session] | pa.Table,
+    target: Target | str = Target.JSON,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    system_prompt: str = SYSTEM_PROMPT,
+    stats: ChatDataset | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[str, str]]:
+    """``(split, JSONL line)`` exactly as `iter_chat_examples` gives them, for a writer.
+
+    Given a session table (records.SESSION_SCHEMA, what the assets store) big enough to be worth
+    it, the table is sorted in Arrow by the example order, cut into slices and the slices are
+    turned into lines on every core (`parallel.imap`); dedup and counting stay here, in order, so
+    the files are the same bytes as the in-process path.
+    """
+    ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
+    if not isinstance(sessions, pa.Table):
+        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
+            yield split, line
+        return
+    parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS, workers)
+    if parts <= 1:
+        for split, _example, line in iter_chat_examples(sessions_from_table(sessions), target, validation_fraction, system_prompt, ds):
+            yield split, line
+        return
+    order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS)
+    bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
+    jobs = ((sessions.take(order.slice(a, b - a)), Target(target).value, system_prompt) for a, b in zip(bounds, bounds[1:], strict=False))
+    collect = _Collector(ds)
+    for candidates in parallel.imap(_chunk_candidates, jobs, workers):
+        for c in candidates:
+            if c[0] == "skip":
+                collect.skip(c[1], c[2])
+                continue
+            split = collect.keep(c[0], c[1], c[2], c[3])
+            if split is not None:
+                yield split, c[4]
 
 
 def build_chat_dataset(

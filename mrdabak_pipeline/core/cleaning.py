@@ -214,6 +214,69 @@ class StateDrop:
 
 
 @dataclass
+class CleaningSummary:
+    """Everything about a cleaning pass but the sessions themselves: what the asset reports.
+
+    Chunks of one pass (`stages.clean`) each produce one; `merge` adds them up.
+    """
+
+    kept_sessions: int
+    kept_turns: int
+    rejections: list[Rejection]
+    raw_rows: int
+    raw_session_ids: set[str]
+    state_drops: list[StateDrop] = field(default_factory=list)
+    dropped_messages: Counter[str] = field(default_factory=Counter)
+    collapsed_duplicates: Counter[str] = field(default_factory=Counter)
+    role_spellings: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def merge(cls, parts: Iterable[CleaningSummary]) -> CleaningSummary:
+        out = cls(kept_sessions=0, kept_turns=0, rejections=[], raw_rows=0, raw_session_ids=set())
+        for p in parts:
+            out.kept_sessions += p.kept_sessions
+            out.kept_turns += p.kept_turns
+            out.rejections.extend(p.rejections)
+            out.raw_rows += p.raw_rows
+            out.raw_session_ids |= p.raw_session_ids
+            out.state_drops.extend(p.state_drops)
+            out.dropped_messages.update(p.dropped_messages)
+            out.collapsed_duplicates.update(p.collapsed_duplicates)
+            out.role_spellings.update(p.role_spellings)
+        return out
+
+    @property
+    def dropped_order_states(self) -> Counter[str]:
+        return Counter(d.reason for d in self.state_drops)
+
+    @property
+    def rejection_counts(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejections)
+
+    @property
+    def rejection_rate(self) -> float:
+        total = self.kept_sessions + len(self.rejections)
+        return len(self.rejections) / total if total else 0.0
+
+    def row_balance(self) -> dict[str, int]:
+        """Where every raw row went; ``unaccounted`` must be 0."""
+        dropped = sum(self.dropped_messages.values())
+        collapsed = sum(self.collapsed_duplicates.values())
+        rejected = sum(r.n_rows for r in self.rejections)
+        return {
+            "raw_rows": self.raw_rows,
+            "kept_turns": self.kept_turns,
+            "dropped_messages": dropped,
+            "collapsed_duplicates": collapsed,
+            "rejected_rows": rejected,
+            "unaccounted": self.raw_rows - self.kept_turns - dropped - collapsed - rejected,
+        }
+
+    def rejections_table(self) -> pa.Table:
+        return rejections_to_table(self.rejections)
+
+
+@dataclass
 class CleaningResult:
     """Kept sessions (not yet pseudonymized), rejections and the per-reason repair counts."""
 
@@ -226,33 +289,34 @@ class CleaningResult:
     collapsed_duplicates: Counter[str] = field(default_factory=Counter)
     role_spellings: Counter[str] = field(default_factory=Counter)
 
+    def summary(self) -> CleaningSummary:
+        return CleaningSummary(
+            kept_sessions=len(self.sessions),
+            kept_turns=sum(len(s.turns) for s in self.sessions),
+            rejections=self.rejections,
+            raw_rows=self.raw_rows,
+            raw_session_ids=self.raw_session_ids,
+            state_drops=self.state_drops,
+            dropped_messages=self.dropped_messages,
+            collapsed_duplicates=self.collapsed_duplicates,
+            role_spellings=self.role_spellings,
+        )
+
     @property
     def dropped_order_states(self) -> Counter[str]:
-        return Counter(d.reason for d in self.state_drops)
+        return self.summary().dropped_order_states
 
     @property
     def rejection_counts(self) -> Counter[str]:
-        return Counter(r.reason for r in self.rejections)
+        return self.summary().rejection_counts
 
     @property
     def rejection_rate(self) -> float:
-        total = len(self.sessions) + len(self.rejections)
-        return len(self.rejections) / total if total else 0.0
+        return self.summary().rejection_rate
 
     def row_balance(self) -> dict[str, int]:
         """Where every raw row went; ``unaccounted`` must be 0."""
-        kept = sum(len(s.turns) for s in self.sessions)
-        dropped = sum(self.dropped_messages.values())
-        collapsed = sum(self.collapsed_duplicates.values())
-        rejected = sum(r.n_rows for r in self.rejections)
-        return {
-            "raw_rows": self.raw_rows,
-            "kept_turns": kept,
-            "dropped_messages": dropped,
-            "collapsed_duplicates": collapsed,
-            "rejected_rows": rejected,
-            "unaccounted": self.raw_rows - kept - dropped - collapsed - rejected,
-        }
+        return self.summary().row_balance()
 
     def rejections_table(self) -> pa.Table:
         return rejections_to_table(self.rejections)
@@ -549,35 +613,49 @@ def _parse_state(
 MIN_SESSIONS = 50
 
 
+def checklist_counts(sessions: Iterable[Session]) -> Counter[str]:
+    """The counts behind `checklist_figures`, addable across chunks of sessions.
+
+    Keys: ``sessions``, ``source_sessions`` (chunks must hold all variants of a source, as
+    `stages.augment` chunks do), ``tag:<tag>``, ``dinner:<X>``, ``style:<X>``, ``combo:<X>+<Y>``.
+    """
+    counts: Counter[str] = Counter()
+    sources: set[str] = set()
+    for s in sessions:
+        counts["sessions"] += 1
+        sources.add(s.source_session_id)
+        counts.update(f"tag:{t}" for t in set(s.tags))
+        counts.update({f"dinner:{t.order_state['dinnerType']}" for t in s.turns if t.order_state and "dinnerType" in t.order_state})
+        counts.update({f"style:{t.order_state['servingStyle']}" for t in s.turns if t.order_state and "servingStyle" in t.order_state})
+        final = s.final_order_state or {}
+        if final.get("dinnerType") and final.get("servingStyle"):
+            counts[f"combo:{final['dinnerType']}+{final['servingStyle']}"] += 1
+    counts["source_sessions"] = len(sources)
+    return counts
+
+
+def checklist_from_counts(counts: Counter[str]) -> dict[str, Any]:
+    """`checklist_figures` from (merged) `checklist_counts`."""
+    dinners = {d.value: counts[f"dinner:{d.value}"] for d in DinnerType}
+    styles = {s.value: counts[f"style:{s.value}"] for s in ServingStyle}
+    return {
+        "sessions": counts["sessions"],
+        "source_sessions": counts["source_sessions"],
+        "complete_flows": counts["tag:complete_flow"],
+        "error_handling": sum(counts[f"tag:{t}"] for t in ERROR_HANDLING_TAGS),
+        "error_handling_by_kind": {t: counts[f"tag:{t}"] for t in sorted(ERROR_HANDLING_TAGS)},
+        "dinners": dinners,
+        "styles": styles,
+        "missing_dinners": [k for k, v in dinners.items() if not v],
+        "missing_styles": [k for k, v in styles.items() if not v],
+        "final_combos": {k.removeprefix("combo:"): v for k, v in sorted(counts.items()) if k.startswith("combo:") and v},
+    }
+
+
 def checklist_figures(sessions: Iterable[Session]) -> dict[str, Any]:
     """The figures behind the guide's checklist (데이터 품질 체크리스트) for a set of sessions.
 
     A dinner/style counts as present when some assistant order_state holds it, so a requested
     CHAMPAGNE_FEAST+SIMPLE that the assistant corrected does not count as SIMPLE coverage.
     """
-    sessions = list(sessions)
-    dinners: Counter[str] = Counter()
-    styles: Counter[str] = Counter()
-    combos: Counter[str] = Counter()
-    tags: Counter[str] = Counter()
-    for s in sessions:
-        tags.update(set(s.tags))
-        seen_d = {t.order_state["dinnerType"] for t in s.turns if t.order_state and "dinnerType" in t.order_state}
-        seen_s = {t.order_state["servingStyle"] for t in s.turns if t.order_state and "servingStyle" in t.order_state}
-        dinners.update(seen_d)
-        styles.update(seen_s)
-        final = s.final_order_state or {}
-        if final.get("dinnerType") and final.get("servingStyle"):
-            combos[f"{final['dinnerType']}+{final['servingStyle']}"] += 1
-    return {
-        "sessions": len(sessions),
-        "source_sessions": len({s.source_session_id for s in sessions}),
-        "complete_flows": tags["complete_flow"],
-        "error_handling": sum(tags[t] for t in ERROR_HANDLING_TAGS),
-        "error_handling_by_kind": {t: tags[t] for t in sorted(ERROR_HANDLING_TAGS)},
-        "dinners": {d.value: dinners[d.value] for d in DinnerType},
-        "styles": {s.value: styles[s.value] for s in ServingStyle},
-        "missing_dinners": [d.value for d in DinnerType if not dinners[d.value]],
-        "missing_styles": [s.value for s in ServingStyle if not styles[s.value]],
-        "final_combos": dict(sorted(combos.items())),
-    }
+    return checklist_from_counts(checklist_counts(sessions))

@@ -22,7 +22,7 @@ from mrdabak_pipeline.core.chat_format import (
     TRAIN,
     ChatDataset,
     Target,
-    iter_chat_examples,
+    iter_chat_lines,
 )
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.dpo import build_preference_dataset
@@ -70,7 +70,7 @@ def _write_split(path: Path, examples: Sequence[dict[str, Any]]) -> str | None:
 
 
 def write_chat_jsonl(
-    sessions: Iterable[Session],
+    sessions: Iterable[Session] | pa.Table,
     out_dir: str | Path,
     *,
     target: Target | str = Target.JSON,
@@ -88,7 +88,7 @@ def write_chat_jsonl(
     train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
     ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     with AtomicJsonlWriter(train_path) as train_w, AtomicJsonlWriter(valid_path) as valid_w:
-        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, stats=ds):
+        for split, line in iter_chat_lines(sessions, target, validation_fraction, stats=ds):
             (train_w if split == TRAIN else valid_w).write_line(line)
         if not ds.n_train:
             raise EmptyDatasetError(
@@ -103,7 +103,7 @@ def write_chat_jsonl(
 
 
 def write_openai_dataset(
-    sessions: Iterable[Session],
+    sessions: Iterable[Session] | pa.Table,
     out_dir: str | Path,
     *,
     target: Target | str = Target.JSON,

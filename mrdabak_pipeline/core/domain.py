@@ -15,6 +15,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from mrdabak_pipeline.core.files import json_line
+
 
 class DinnerType(StrEnum):
     VALENTINE = "VALENTINE"
@@ -261,11 +263,7 @@ def assistant_target(message: str, order_state: Mapping[str, Any] | None) -> str
 
     Compact separators and no ASCII escaping keep Korean readable and token counts low.
     """
-    return json.dumps(
-        {"message": message, "orderState": dict(order_state or {})},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return json_line({"message": message, "orderState": dict(order_state or {})})
 
 
 def parse_assistant_reply(text: str) -> tuple[str, dict[str, Any]]:

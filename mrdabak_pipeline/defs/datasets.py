@@ -122,7 +122,7 @@ def openai_chat_dataset(
     context: AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
 ) -> Output[dict[str, Any]]:
     value = write_openai_dataset(
-        _sessions(augmented_sessions, config.window_days),
+        recent_partitions(augmented_sessions, config.window_days),  # the table: formatted on every core
         data_paths.sub("datasets") / "openai",
         target=config.target,
         validation_fraction=config.validation_fraction,

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
-from mrdabak_pipeline.core.db import read_raw_window
+from mrdabak_pipeline.core import stages
 from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
@@ -41,12 +41,11 @@ def preview_markdown(table: pa.Table, columns: list[str], rows: int = 8, width: 
     ),
 )
 def raw_conversation_logs(context: AssetExecutionContext, raw_db: RawDatabaseResource) -> Output[pa.Table]:
-    engine = raw_db.get_engine()
-    tables = []
+    windows = []
     for key in context.partition_keys:  # one run may cover a whole range (single-run backfill)
         window = daily_partitions.time_window_for_partition_key(key)
-        tables.append(read_raw_window(engine, _naive_local(window.start), _naive_local(window.end), key))
-    table = pa.concat_tables(tables)
+        windows.append((_naive_local(window.start), _naive_local(window.end), key))
+    table = stages.extract(raw_db.get_engine(), windows)  # a long range is read on every core
     errors = Counter(e for e in table.column("decode_error").to_pylist() if e)
     per_day = Counter(table.column("partition_date").to_pylist())
     return Output(

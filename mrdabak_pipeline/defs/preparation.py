@@ -1,11 +1,10 @@
 """Preparation: raw rows -> cleaned + quarantined sessions (PII pseudonymized) -> augmented variants.
 
-Thin shell over `core.cleaning`, `core.pii` and `core.augment`. The checks are evaluated inside
-the asset ops (`check_specs`), on the values that are about to be stored, so no table is read
-twice and the PII scan can stop a leak before it reaches disk.
+Thin shell over `core.stages` (cleaning, PII and augmentation, chunked over the cores). The
+checks are evaluated inside the asset ops (`check_specs`), on the values that are about to be
+stored, so no table is read twice and the PII scan can stop a leak before it reaches disk.
 """
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from mrdabak_pipeline.core import augment, cleaning, pii, records
+from mrdabak_pipeline.core import cleaning, stages
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.defs.ingestion import preview_markdown
 from mrdabak_pipeline.defs.partitions import daily_partitions
@@ -133,25 +132,17 @@ CLEANING_CHECKS = [
     check_specs=CLEANING_CHECKS,
 )
 def clean_sessions(context: AssetExecutionContext, config: CleaningRunConfig, raw: pa.Table) -> Iterator[Any]:
-    result = cleaning.clean_partition(raw, cleaning.CleaningConfig(max_message_chars=config.max_message_chars))
-    forbidden = {s.session_id: pii.known_values(s) for s in result.sessions}
-    sessions, report = pii.pseudonymize_sessions(result.sessions)
-    leaks: dict[str, int] = {}
-    for s in sessions:
-        for kind, _value in pii.session_leaks(s, forbidden[s.session_id]):
-            leaks[kind] = leaks.get(kind, 0) + 1  # counts only: a leaked value never goes to metadata
-    cleaned = records.sessions_to_table(sessions)
+    done = stages.clean(raw, cleaning.CleaningConfig(max_message_chars=config.max_message_chars))
+    result, cleaned, leaks = done.summary, done.table, dict(done.leaks)  # leak counts only, never values
     rejected = result.rejections_table()
     balance = result.row_balance()
-    violations = cleaning.conservation_violations(
-        result.raw_session_ids, (s.session_id for s in sessions), (r.session_id for r in result.rejections)
-    )
+    violations = cleaning.conservation_violations(result.raw_session_ids, done.session_ids, (r.session_id for r in result.rejections))
 
     yield AssetCheckResult(
         asset_key="cleaned_sessions",
         check_name="no_pii",
         passed=not leaks,
-        metadata={"hits_by_kind": MetadataValue.json(leaks), "replaced_by_kind": MetadataValue.json(dict(report.replaced))},
+        metadata={"hits_by_kind": MetadataValue.json(leaks), "replaced_by_kind": MetadataValue.json(dict(done.pii.replaced))},
     )
     if not leaks:
         yield Output(
@@ -159,16 +150,16 @@ def clean_sessions(context: AssetExecutionContext, config: CleaningRunConfig, ra
             output_name="cleaned_sessions",
             metadata={
                 "dagster/row_count": cleaned.num_rows,
-                "kept_sessions": len(sessions),
+                "kept_sessions": result.kept_sessions,
                 "kept_turns": balance["kept_turns"],
                 "dropped_order_states": _md_counts(dict(result.dropped_order_states)),
                 "collapsed_duplicates": _md_counts(dict(result.collapsed_duplicates)),
                 "dropped_messages": _md_counts(dict(result.dropped_messages)),
                 "role_spellings_mapped": MetadataValue.json(dict(result.role_spellings)),
-                "pii_replaced": MetadataValue.json(dict(report.replaced)),
-                "pii_sessions_touched": report.sessions_touched,
-                "scenario_tags": _md_counts(dict(Counter(t for s in sessions for t in s.tags)), "tag"),
-                "preview": _session_preview(sessions),
+                "pii_replaced": MetadataValue.json(dict(done.pii.replaced)),
+                "pii_sessions_touched": done.pii.sessions_touched,
+                "scenario_tags": _md_counts(dict(done.tags), "tag"),
+                "preview": _session_preview(done.preview),
             },
         )
     yield Output(
@@ -191,7 +182,7 @@ def clean_sessions(context: AssetExecutionContext, config: CleaningRunConfig, ra
         passed=not any(violations.values()) and balance["unaccounted"] == 0,
         metadata={
             "raw_sessions": len(result.raw_session_ids),
-            "cleaned_sessions": len(sessions),
+            "cleaned_sessions": result.kept_sessions,
             "rejected_sessions": len(result.rejections),
             **{k: len(v) for k, v in violations.items()},
             "examples": MetadataValue.json({k: v[:5] for k, v in violations.items() if v}),
@@ -272,25 +263,21 @@ AUGMENTATION_CHECKS = [
     check_specs=AUGMENTATION_CHECKS,
 )
 def augment_sessions_asset(context: AssetExecutionContext, config: AugmentationRunConfig, cleaned_sessions: pa.Table) -> Iterator[Any]:
-    originals = records.sessions_from_table(cleaned_sessions)
-    sessions = augment.augment_sessions(originals, k=config.k, seed=config.seed)
-    table = records.sessions_to_table(sessions)
-    figures = cleaning.checklist_figures(sessions)
-    before = {s.session_id: len(augment.state_mismatches(s)) for s in originals}
-    worse = [s.session_id for s in sessions if s.variant and len(augment.state_mismatches(s)) > before.get(s.source_session_id, 0)]
+    done = stages.augment(cleaned_sessions, k=config.k, seed=config.seed)
+    table, figures, worse = done.table, done.figures, done.worse_variants
 
     yield Output(
         table,
         output_name="augmented_sessions",
         metadata={
             "dagster/row_count": table.num_rows,
-            "source_sessions": len(originals),
-            "variants": table.num_rows - len(originals),
-            "duplicates_dropped": len(originals) * config.k - (table.num_rows - len(originals)),
+            "source_sessions": done.source_sessions,
+            "variants": table.num_rows - done.source_sessions,
+            "duplicates_dropped": done.source_sessions * config.k - (table.num_rows - done.source_sessions),
             "k": config.k,
             "seed": config.seed,
             "coverage": _coverage_md(figures),
-            "preview": _session_preview([s for s in sessions if s.variant][:4] + sessions[:2]),
+            "preview": _session_preview(done.preview),
         },
     )
     warn = AssetCheckSeverity.WARN

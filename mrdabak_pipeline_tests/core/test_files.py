@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,22 @@ def test_an_error_while_writing_keeps_the_old_file_and_leaves_no_temp(tmp_path: 
         writer.write_line('{"new":1}')
     assert path.read_text(encoding="utf-8") == "old\n" and writer.lines == 1
     assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text())
+_json_value = st.recursive(
+    _json_leaf, lambda inner: st.one_of(st.lists(inner), st.dictionaries(st.text(), inner)), max_leaves=25
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json_value)
+def test_json_line_is_byte_for_byte_what_json_dumps_writes(value: object) -> None:
+    """orjson does the work, but the on-disk form stays the standard library's (dataset hashes)."""
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert json_line(value) == expected
+
+
+def test_what_orjson_refuses_still_serializes() -> None:
+    assert json_line({"big": 2**70, 1: "int key"}) == '{"big":1180591620717411303424,"1":"int key"}'
+    assert json_line(["a\ud800"]) == json.dumps(["a\ud800"], ensure_ascii=False, separators=(",", ":"))

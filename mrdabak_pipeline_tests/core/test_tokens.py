@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 import quicktok
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrdabak_pipeline.core import tokens
 from mrdabak_pipeline.core.chat_format import load_golden
@@ -48,6 +50,7 @@ def test_gpt4o_family_counts_exactly_offline() -> None:
         "model_encoding": "o200k_base",
         "encoding_used": "o200k_base",
         "encoding_source": "quicktok-bundled",
+        "counted_with": "quicktok",
         "exact": True,
     }
     # tiktoken's documented ids for "hello world"
@@ -99,3 +102,46 @@ def test_a_cached_official_file_uses_tiktokens_normal_path(tmp_path, monkeypatch
     resolved = resolve_encoding("gpt-4")
     assert (resolved.source, resolved.exact) == ("tiktoken", True)
     monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)
+
+
+# --- token_counter: quicktok's C++ BPE where it agrees, tiktoken otherwise ---------------------
+
+_korean_chat_text = st.text(
+    alphabet=st.one_of(
+        st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3),  # Hangul syllables
+        st.sampled_from(list(' \n\r\t{}[]":,.!?0123456789abcXYZ\'-_/<|>~')),
+        st.characters(blacklist_categories=("Cs",)),  # anything else but lone surrogates
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_korean_chat_text, max_size=30), st.integers(1, 3))
+def test_token_counter_counts_exactly_like_tiktoken(texts: list[str], threads: int) -> None:
+    for name in ("o200k_base", "cl100k_base"):
+        enc = resolve_encoding(encoding=name).encoding
+        assert tokens.token_counter(enc)(texts, threads) == [len(enc.encode_ordinary(t)) for t in texts]
+
+
+def test_token_counter_uses_quicktok_for_the_bundled_encodings_and_says_so() -> None:
+    resolved = resolve_encoding("gpt-4o-mini")
+    assert tokens._quicktok_counter(resolved.encoding) is not None
+    assert resolved.metadata()["counted_with"] == "quicktok"
+
+
+def test_a_lone_surrogate_falls_back_to_tiktoken_instead_of_failing() -> None:
+    enc = resolve_encoding(encoding="o200k_base").encoding
+    texts = ["정상 텍스트", "a\ud800b"]
+    assert tokens.token_counter(enc)(texts, 1) == [len(enc.encode_ordinary(t)) for t in texts]
+
+
+def test_quicktok_is_not_trusted_when_it_disagrees_on_the_probes(monkeypatch) -> None:
+    enc = resolve_encoding(encoding="o200k_base").encoding
+    real = quicktok.count_batch
+    monkeypatch.setattr(quicktok, "count_batch", lambda tok, texts, threads=0: real(tok, texts, threads) + 1)
+    tokens.reset_cache()
+    assert tokens._quicktok_counter(enc) is None
+    texts = ["발렌타인 디너 주세요", "hello"]
+    assert tokens.token_counter(enc)(texts, 2) == [len(enc.encode_ordinary(t)) for t in texts]
+    assert resolve_encoding("gpt-4o-mini").metadata()["counted_with"] == "tiktoken"

@@ -1,0 +1,177 @@
+"""Run independent chunks of a stage on every core, results back in order.
+
+Why processes: cleaning, pseudonymization, augmentation, formatting and validation are Python
+loops over sessions, so threads would queue on the GIL. The chunks are whole sessions (see
+`session_slices`), every stage is deterministic per session, and the results are merged in chunk
+order, so a parallel run writes exactly what a serial run writes (tests hold both to that).
+
+Design choices, in order of how much they matter:
+
+* One pool per process, created on first use and reused by every stage of a run (a Dagster run of
+  a backfill calls several stages), shut down at exit. Its workers come from a *forkserver* that
+  preloads the core modules: the Dagster run process has threads of its own, and forking a
+  threaded process can copy a held lock into the child; the forkserver is a fresh single-threaded
+  process, and each worker is a cheap fork of it.
+* Small inputs never leave the process: a stage asks for at most one chunk per `min_rows` rows,
+  and one chunk runs inline. A nightly run of one day therefore runs serially, as before.
+* Environment the stages read (``MRDABAK_*``, ``TIKTOKEN_*``) travels with each task, because the
+  forkserver's environment is frozen when it starts and tests change it per test.
+* ``MRDABAK_WORKERS`` sets the number of processes (default: the CPUs this process may use;
+  ``1`` turns the pool off).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+WORKERS_ENV = "MRDABAK_WORKERS"
+#: Environment variables the stage functions read; copied into each task (see module docstring).
+FORWARDED_ENV_PREFIXES = ("MRDABAK_", "TIKTOKEN_")
+#: Imported once by the forkserver, so each forked worker starts with them loaded.
+PRELOAD = [
+    "mrdabak_pipeline.core.stages",
+    "mrdabak_pipeline.core.validation",
+]
+#: Chunks per worker: more than one evens out uneven days and keeps each worker's share of the
+#: Python objects (what bounds memory) to a fraction of the input.
+CHUNKS_PER_WORKER = 4
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def worker_count() -> int:
+    """Processes a stage may use: ``MRDABAK_WORKERS`` or the CPUs available to this process."""
+    configured = os.environ.get(WORKERS_ENV, "").strip()
+    if configured:
+        return max(1, int(configured))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def chunk_count(n_rows: int, min_rows: int, workers: int | None = None) -> int:
+    """How many chunks `n_rows` rows are worth: one per `min_rows`, at most `CHUNKS_PER_WORKER` each."""
+    workers = worker_count() if workers is None else workers
+    if workers <= 1 or n_rows < 2 * min_rows:
+        return 1
+    return max(1, min(workers * CHUNKS_PER_WORKER, n_rows // min_rows))
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
+    """Worker side: take the parent's stage environment, then run one chunk."""
+    for key in [k for k in os.environ if k.startswith(FORWARDED_ENV_PREFIXES) and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+    return fn(item)
+
+
+def shutdown() -> None:
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True, cancel_futures=True)
+            _pool = None
+
+
+atexit.register(shutdown)
+
+
+def _get_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            _pool, _pool_size = ProcessPoolExecutor(workers, mp_context=ctx), workers
+        return _pool
+
+
+def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
+    """``fn(item)`` for each item, yielded in item order; inline when one worker or one item.
+
+    `fn` must be a module-level function and items/results picklable (Arrow tables are: their
+    buffers are copied, not converted). Items are drawn lazily and at most two per worker are in
+    flight, so a generator of big chunks is never materialized at once. A worker that dies
+    (killed for memory, say) raises `BrokenProcessPool` here and the pool is rebuilt next time.
+    """
+    workers = worker_count() if workers is None else workers
+    iterator = iter(items)
+    head = list(itertools.islice(iterator, 2))
+    if workers <= 1 or len(head) <= 1:
+        yield from (fn(item) for item in itertools.chain(head, iterator))
+        return
+    pool = _get_pool(workers)
+    env = _forwarded_env()
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in itertools.chain(head, iterator):
+            pending.append(pool.submit(_run_task, fn, env, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        shutdown()
+        raise
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def session_slices(table: pa.Table, parts: int, column: str = "session_id") -> list[pa.Table]:
+    """`table` cut into at most `parts` contiguous slices, never splitting a session's rows.
+
+    A cut is only made where every session id seen before it has no row after it, so each slice
+    holds whole sessions and the slices, in order, keep the table's first-appearance order of
+    sessions: a stage that works per session gives the same rows per slice as on the whole table.
+    """
+    n = table.num_rows
+    if parts <= 1 or n < 2:
+        return [table]
+    codes = pc.fill_null(table.column(column), "").combine_chunks().dictionary_encode().indices
+    gid = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    last = np.zeros(int(gid.max()) + 1, dtype=np.int64)
+    np.maximum.at(last, gid, np.arange(n, dtype=np.int64))
+    reach = np.maximum.accumulate(last[gid])  # the last row any session started so far ends at
+    valid = np.flatnonzero(reach[:-1] < np.arange(1, n)) + 1  # cut before row i is safe
+    if not len(valid):
+        return [table]
+    wanted = [n * i // parts for i in range(1, parts)]
+    cuts = sorted({int(valid[min(np.searchsorted(valid, w), len(valid) - 1)]) for w in wanted})
+    bounds = [0, *cuts, n]
+    return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def concat(tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> pa.Table:
+    """Concatenate chunk results (an empty list gives an empty table of `schema`)."""
+    tables = list(tables)
+    if not tables:
+        if schema is None:
+            raise ValueError("no tables and no schema")
+        return schema.empty_table()
+    return pa.concat_tables(tables)
