@@ -115,55 +115,58 @@ def peak_rss_mib() -> float:
 
 
 class TreeMonitor:
-    """Peak RSS and CPU seconds of this process *and its descendants* (a stage's worker processes).
+    """Peak memory and CPU seconds of this process *and its descendants* (a stage's workers).
 
-    A background thread samples the process tree every `interval` seconds and keeps the largest
-    sum of resident set sizes seen: an upper bound on the tree's memory, since pages the workers
-    share with the forkserver they were forked from count once per process. `cpu_seconds()` reads
-    user+system time of every process alive now plus that of those that have ended since.
+    A background thread samples the process tree every `interval` seconds. Two memory figures:
+    ``peak_pss_mib``, the largest sum of proportional set sizes (each page shared between
+    processes, like the modules a forked worker inherits, is split between them: the tree's real
+    footprint), and ``peak_rss_mib``, the largest sum of resident set sizes (shared pages counted
+    once per process: an upper bound). `cpu_seconds()` is user+system time of every process seen.
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.2) -> None:
+        import threading
+
         import psutil
 
         self._me = psutil.Process()
         self._interval = interval
         self._cpu_of: dict[int, float] = {}
         self.peak_rss_mib = 0.0
-        self._stop = False
-        import threading
-
+        self.peak_pss_mib = 0.0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _tree(self) -> list[Any]:
-        return [self._me, *self._me.children(recursive=True)]
-
-    def _sample(self) -> None:
+    def _sample(self, memory: bool = True) -> None:
         import psutil
 
-        rss = 0
-        for proc in self._tree():
+        rss = pss = 0
+        for proc in [self._me, *self._me.children(recursive=True)]:
             try:
                 with proc.oneshot():
-                    rss += proc.memory_info().rss
                     t = proc.cpu_times()
                     self._cpu_of[proc.pid] = t.user + t.system
+                    if memory:
+                        full = proc.memory_full_info()  # smaps_rollup: PSS needs it
+                        rss += full.rss
+                        pss += full.pss
             except psutil.Error:  # ended between listing and reading
                 continue
-        self.peak_rss_mib = max(self.peak_rss_mib, rss / 2**20)
+        if memory:
+            self.peak_rss_mib = max(self.peak_rss_mib, rss / 2**20)
+            self.peak_pss_mib = max(self.peak_pss_mib, pss / 2**20)
 
     def _run(self) -> None:
-        while not self._stop:
+        while not self._stop.wait(self._interval):
             self._sample()
-            time.sleep(self._interval)
 
     def cpu_seconds(self) -> float:
-        self._sample()
+        self._sample(memory=False)
         return sum(self._cpu_of.values())
 
     def stop(self) -> None:
-        self._stop = True
+        self._stop.set()
         self._thread.join()
         self._sample()
 

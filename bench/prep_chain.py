@@ -66,7 +66,8 @@ def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[st
     def stage(name: str, items: int) -> None:
         now, cpu, own = time.perf_counter(), monitor.cpu_seconds(), time.process_time()
         result["stages"][name] = {"seconds": now - last["t"], "cpu_seconds": cpu - last["cpu"], "items": items,
-                                  "main_process_cpu_seconds": own - last["own"], "rss_after_mib": monitor.peak_rss_mib}
+                                  "main_process_cpu_seconds": own - last["own"], "rss_after_mib": monitor.peak_rss_mib,
+                                  "pss_after_mib": monitor.peak_pss_mib}
         last.update(t=now, cpu=cpu, own=own)
 
     # extract: one window query per Seoul day, as raw_conversation_logs does for a range
@@ -100,6 +101,7 @@ def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[st
     parallel.shutdown()  # the workers count in the figures until here
     monitor.stop()
     result["peak_rss_mib"] = monitor.peak_rss_mib
+    result["peak_pss_mib"] = monitor.peak_pss_mib
     return result
 
 

@@ -33,7 +33,7 @@ from mrdabak_pipeline.core.domain import (
     assistant_target,
     parse_assistant_reply,
 )
-from mrdabak_pipeline.core.files import json_line
+from mrdabak_pipeline.core.files import json_bytes
 from mrdabak_pipeline.core.records import sessions_from_table
 
 DEFAULT_VALIDATION_FRACTION = 0.1
@@ -145,9 +145,9 @@ def _order_key(s: Session) -> tuple[datetime, str, int, str]:
 
 
 @lru_cache(maxsize=8)
-def _system_prefix(system_prompt: str) -> str:
+def _system_prefix(system_prompt: str) -> bytes:
     """The start of every line, up to and including the system message, serialized once."""
-    return '{"messages":[' + json_line({"role": "system", "content": system_prompt})
+    return b'{"messages":[' + json_bytes({"role": "system", "content": system_prompt})
 
 
 class _Collector:
@@ -183,18 +183,18 @@ class _Collector:
         return split
 
 
-def _example_line(session: Session, target: Target, system_prompt: str) -> tuple[list[dict[str, Any]], str, bytes]:
+def _example_line(session: Session, target: Target, system_prompt: str) -> tuple[list[dict[str, Any]], bytes, bytes]:
     """(messages, JSONL line, dedup key) of one session; raises `ExampleError` like `session_messages`.
 
-    The line is `files.json_line({"messages": messages})`, byte for byte, but the system message,
+    The line is `files.json_bytes({"messages": messages})`, byte for byte, but the system message,
     identical in every example and most of its characters, is serialized once rather than per
     example. Two examples are the same exactly when their lines are (the messages' keys always
     come in the same order), so the key is a digest of the part after the system message.
     """
     messages = session_messages(session, target, system_prompt)
-    rest = json_line(messages[1:])  # never empty: an example has at least one assistant turn
-    key = hashlib.blake2b(rest.encode("utf-8"), digest_size=16).digest()
-    return messages, _system_prefix(system_prompt) + "," + rest[1:] + "}", key
+    rest = json_bytes(messages[1:])  # never empty: an example has at least one assistant turn
+    key = hashlib.blake2b(rest, digest_size=16).digest()
+    return messages, _system_prefix(system_prompt) + b"," + rest[1:] + b"}", key
 
 
 def _untrained(messages: list[dict[str, Any]]) -> int:
@@ -207,8 +207,8 @@ def iter_chat_examples(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     system_prompt: str = SYSTEM_PROMPT,
     stats: ChatDataset | None = None,
-) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """``(split, example, JSONL line)`` for every usable session, deduplicated, in file order.
+) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """``(split, example, JSONL line as UTF-8)`` for every usable session, deduplicated, in file order.
 
     A generator so a dataset of any size is written line by line: nothing but the 16-byte dedup
     digests (and the sorted sessions the caller already holds) grows with the data. `stats` (a
@@ -259,7 +259,7 @@ def iter_chat_lines(
     system_prompt: str = SYSTEM_PROMPT,
     stats: ChatDataset | None = None,
     workers: int | None = None,
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, bytes]]:
     """``(split, JSONL line)`` exactly as `iter_chat_examples` gives them, for a writer.
 
     Given a session table (records.SESSION_SCHEMA, what the assets store) big enough to be worth
@@ -272,14 +272,19 @@ def iter_chat_lines(
         for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
             yield split, line
         return
-    parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS, workers)
+    # Many small chunks: each is taken (copied) from the sorted table and its lines come back, so
+    # what is in flight, not the table, bounds the extra memory; there is no per-chunk cache to lose.
+    parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS // 4, workers, per_worker=16)
     if parts <= 1:
         for split, _example, line in iter_chat_examples(sessions_from_table(sessions), target, validation_fraction, system_prompt, ds):
             yield split, line
         return
-    order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS)
+    order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS).to_numpy()
     bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
-    jobs = ((sessions.take(order.slice(a, b - a)), Target(target).value, system_prompt) for a, b in zip(bounds, bounds[1:], strict=False))
+    jobs = (
+        (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt)
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    )
     collect = _Collector(ds)
     for candidates in parallel.imap(_chunk_candidates, jobs, workers):
         for c in candidates:

@@ -59,6 +59,14 @@ def json_line(record: Any) -> str:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
+def json_bytes(record: Any) -> bytes:
+    """`json_line` as the UTF-8 bytes that go on disk (no str round trip on the hot path)."""
+    try:
+        return orjson.dumps(record)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def jsonl_bytes(records: Iterable[Any]) -> bytes:
     """One compact JSON object per line, UTF-8, Korean kept readable (no ASCII escapes)."""
     return "".join(json_line(r) + "\n" for r in records).encode("utf-8")
@@ -81,24 +89,24 @@ class AtomicJsonlWriter:
         self._tmp = Path(tmp)
         self._fh = os.fdopen(fd, "wb", buffering=1 << 20)
         self._digest = hashlib.sha256()
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []
         self._batch = batch_lines
         self.lines = 0
         self.committed: str | None = None
 
-    def write_line(self, line: str) -> None:
-        """Append one JSON line (without its newline)."""
-        self._pending.append(line)
+    def write_line(self, line: str | bytes) -> None:
+        """Append one JSON line (without its newline), as text or as its UTF-8 bytes."""
+        self._pending.append(line.encode("utf-8") if isinstance(line, str) else line)
         self.lines += 1
         if len(self._pending) >= self._batch:
             self._flush()
 
     def write(self, record: Any) -> None:
-        self.write_line(json_line(record))
+        self.write_line(json_bytes(record))
 
     def _flush(self) -> None:
         if self._pending:
-            data = ("\n".join(self._pending) + "\n").encode("utf-8")
+            data = b"\n".join(self._pending) + b"\n"
             self._pending.clear()
             self._digest.update(data)
             self._fh.write(data)

@@ -23,6 +23,8 @@ Design choices, in order of how much they matter:
 from __future__ import annotations
 
 import atexit
+import ctypes
+import gc
 import itertools
 import multiprocessing
 import os
@@ -41,10 +43,7 @@ WORKERS_ENV = "MRDABAK_WORKERS"
 #: Environment variables the stage functions read; copied into each task (see module docstring).
 FORWARDED_ENV_PREFIXES = ("MRDABAK_", "TIKTOKEN_")
 #: Imported once by the forkserver, so each forked worker starts with them loaded.
-PRELOAD = [
-    "mrdabak_pipeline.core.stages",
-    "mrdabak_pipeline.core.validation",
-]
+PRELOAD = ["mrdabak_pipeline.core.worker_preload"]
 #: Chunks per worker: more than one evens out uneven days and keeps each worker's share of the
 #: Python objects (what bounds memory) to a fraction of the input.
 CHUNKS_PER_WORKER = 4
@@ -68,12 +67,32 @@ def worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def chunk_count(n_rows: int, min_rows: int, workers: int | None = None) -> int:
-    """How many chunks `n_rows` rows are worth: one per `min_rows`, at most `CHUNKS_PER_WORKER` each."""
+def chunk_count(n_rows: int, min_rows: int, workers: int | None = None, per_worker: int = CHUNKS_PER_WORKER) -> int:
+    """How many chunks `n_rows` rows are worth: one per `min_rows`, at most `per_worker` each."""
     workers = worker_count() if workers is None else workers
     if workers <= 1 or n_rows < 2 * min_rows:
         return 1
-    return max(1, min(workers * CHUNKS_PER_WORKER, n_rows // min_rows))
+    return max(1, min(workers * per_worker, n_rows // min_rows))
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the OS: Arrow's allocator keeps freed buffers for reuse, and
+    glibc's malloc keeps freed heap pages, so a process that handled one big chunk would otherwise
+    stay that big for the rest of the run."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
 
 
 def _forwarded_env() -> dict[str, str]:
@@ -85,7 +104,10 @@ def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
     for key in [k for k in os.environ if k.startswith(FORWARDED_ENV_PREFIXES) and k not in env]:
         del os.environ[key]
     os.environ.update(env)
-    return fn(item)
+    try:
+        return fn(item)
+    finally:
+        release_memory()  # a worker's peak is one chunk, not the sum of what it ever held
 
 
 def shutdown() -> None:
@@ -115,7 +137,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
     """``fn(item)`` for each item, yielded in item order; inline when one worker or one item.
 
     `fn` must be a module-level function and items/results picklable (Arrow tables are: their
-    buffers are copied, not converted). Items are drawn lazily and at most two per worker are in
+    buffers are copied, not converted). Items are drawn lazily and at most one more than the workers are in
     flight, so a generator of big chunks is never materialized at once. A worker that dies
     (killed for memory, say) raises `BrokenProcessPool` here and the pool is rebuilt next time.
     """
@@ -131,10 +153,11 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
     try:
         for item in itertools.chain(head, iterator):
             pending.append(pool.submit(_run_task, fn, env, item))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:  # one queued behind the running ones: memory stays flat
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        release_memory()  # the chunks sent and received are garbage now
     except BrokenProcessPool:
         shutdown()
         raise
@@ -165,6 +188,28 @@ def session_slices(table: pa.Table, parts: int, column: str = "session_id") -> l
     cuts = sorted({int(valid[min(np.searchsorted(valid, w), len(valid) - 1)]) for w in wanted})
     bounds = [0, *cuts, n]
     return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
+    """``table.take(indices)`` without concatenating a many-chunk table first.
+
+    Arrow's take on a table of many chunks (stored partitions, merged chunk results) builds one
+    contiguous copy of every column for each call; taking from each record batch on its own and
+    putting the rows back in order touches only the rows asked for.
+    """
+    indices = np.asarray(indices, dtype=np.int64)  # Arrow's sort gives uint64: keep the arithmetic integral
+    batches = table.to_batches()
+    if len(batches) <= 1 or not len(indices):
+        return table.take(pa.array(indices, pa.int64()))
+    starts = np.cumsum([0] + [b.num_rows for b in batches], dtype=np.int64)
+    which = np.searchsorted(starts, indices, side="right") - 1
+    pieces, positions = [], []
+    for b in np.unique(which):
+        picked = np.flatnonzero(which == b)
+        pieces.append(batches[b].take(pa.array(indices[picked] - starts[b])))
+        positions.append(picked)
+    gathered = pa.Table.from_batches(pieces, schema=table.schema).combine_chunks()
+    return gathered.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
 
 
 def concat(tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> pa.Table:

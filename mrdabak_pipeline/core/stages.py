@@ -33,6 +33,9 @@ MIN_CHUNK_ROWS = 20_000
 MIN_CHUNK_SESSIONS = 5_000
 #: Days per chunk of an extraction: ranges shorter than two chunks are read in this process.
 MIN_CHUNK_DAYS = 4
+#: Chunks per worker for cleaning and augmentation: a worker holds one chunk's sessions as Python
+#: objects at a time (memory), and each chunk starts its text caches cold (time).
+CHUNKS_PER_WORKER = 8
 #: Sessions kept whole for the asset previews.
 PREVIEW_SESSIONS = 8
 
@@ -125,7 +128,7 @@ def _clean_chunk(job: tuple[pa.Table, cleaning.CleaningConfig]) -> CleanedSessio
 def clean(raw: pa.Table, config: cleaning.CleaningConfig | None = None, workers: int | None = None) -> CleanedSessions:
     """Cleaning rules, then PII pseudonymization, then the leak scan of the output, per chunk."""
     config = config or cleaning.CleaningConfig()
-    parts = parallel.chunk_count(raw.num_rows, MIN_CHUNK_ROWS, workers)
+    parts = parallel.chunk_count(raw.num_rows, MIN_CHUNK_ROWS, workers, per_worker=CHUNKS_PER_WORKER)
     jobs = ((chunk, config) for chunk in parallel.session_slices(raw, parts))
     return CleanedSessions.merge(list(parallel.imap(_clean_chunk, jobs, workers)))
 
@@ -185,6 +188,6 @@ def _augment_chunk(job: tuple[pa.Table, int, int]) -> AugmentedSessions:
 
 def augment(cleaned: pa.Table, k: int, seed: int, workers: int | None = None) -> AugmentedSessions:
     """Each cleaned session plus up to `k` variants (`augment.augment_sessions`), per chunk."""
-    parts = parallel.chunk_count(cleaned.num_rows, MIN_CHUNK_SESSIONS, workers)
+    parts = parallel.chunk_count(cleaned.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=CHUNKS_PER_WORKER)
     jobs = ((chunk, k, seed) for chunk in parallel.session_slices(cleaned, parts))
     return AugmentedSessions.merge(list(parallel.imap(_augment_chunk, jobs, workers)))

@@ -125,39 +125,57 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     return list(iter_jsonl(path))
 
 
-def format_errors(example: Any) -> list[str]:
-    """The named format errors of one example (each code at most once), per the cookbook."""
+def inspect_example(example: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """(named format errors, countable messages) of one example, in one pass over its messages.
+
+    The errors are the cookbook's checks (each code at most once, in `FORMAT_ERRORS` order); the
+    messages are those that are objects, or none when the example's shape is broken.
+    """
     if example is INVALID_JSON:
-        return ["invalid_json"]
+        return ["invalid_json"], []
     if not isinstance(example, dict):
-        return ["data_type"]
+        return ["data_type"], []
     messages = example.get("messages")
-    if not messages or not isinstance(messages, list):
-        return ["missing_messages_list"]
+    if not isinstance(messages, list):
+        return ["missing_messages_list"], []
+    if not messages:
+        return ["missing_messages_list"], []
     errors: set[str] = set()
+    countable: list[dict[str, Any]] = []
+    has_assistant = False
     for message in messages:
         if not isinstance(message, dict):
             errors.add("message_data_type")
             continue
+        countable.append(message)
         if "role" not in message or "content" not in message:
             errors.add("message_missing_key")
-        if any(k not in RECOGNIZED_KEYS for k in message):
+        if not _KEYS.issuperset(message):
             errors.add("message_unrecognized_key")
-        if message.get("role") not in RECOGNIZED_ROLES:
+        role = message.get("role")
+        if role not in RECOGNIZED_ROLES:
             errors.add("unrecognized_role")
+        elif role == "assistant":
+            has_assistant = True
         content = message.get("content")
         if (not content and not message.get("function_call")) or not isinstance(content, str):
             errors.add("missing_content")
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+    if not has_assistant:
         errors.add("example_missing_assistant_message")
-    return [code for code in FORMAT_ERRORS if code in errors]
+    return ([code for code in FORMAT_ERRORS if code in errors] if errors else []), countable
+
+
+_KEYS = frozenset(RECOGNIZED_KEYS)
+
+
+def format_errors(example: Any) -> list[str]:
+    """The named format errors of one example (each code at most once), per the cookbook."""
+    return inspect_example(example)[0]
 
 
 def _messages(example: Any) -> list[dict[str, Any]]:
     """The countable messages of an example (none when its shape is broken)."""
-    if example is INVALID_JSON or not isinstance(example, dict) or not isinstance(example.get("messages"), list):
-        return []
-    return [m for m in example["messages"] if isinstance(m, dict)]
+    return inspect_example(example)[1]
 
 
 def count_tokens_naive(examples: Sequence[Any], encoding: tiktoken.Encoding) -> tuple[list[int], list[int]]:
@@ -217,15 +235,14 @@ class TokenCache(dict[str, int]):
         self.max_strings = TOKEN_CACHE_MAX_STRINGS if max_strings is None else max_strings
 
 
-def _unknown_strings(parsed: list[list[dict[str, Any]]], known: dict[str, int]) -> list[str]:
-    """Distinct string values of the messages that `known` has no count for, in first-seen order."""
-    new: dict[str, None] = {}
+def _string_values(parsed: list[list[dict[str, Any]]]) -> tuple[list[list[str]], list[list[str]], list[int]]:
+    """Per example: every string value of its messages, its assistant contents, its ``name`` keys."""
+    values, assistant, names = [], [], []
     for messages in parsed:
-        for message in messages:
-            for value in message.values():
-                if isinstance(value, str) and value not in known:
-                    new[value] = None
-    return list(new)
+        values.append([v for m in messages for v in m.values() if isinstance(v, str)])
+        assistant.append([c for m in messages if m.get("role") == "assistant" and isinstance(c := m.get("content"), str)])
+        names.append(sum(1 for m in messages if "name" in m))
+    return values, assistant, names
 
 
 def count_tokens_fast(
@@ -248,34 +265,19 @@ def _count_messages(
 ) -> tuple[list[int], list[int]]:
     """`count_tokens_fast` over each example's countable messages (`_messages`), already extracted."""
     lengths = cache if cache is not None else TokenCache()
-    new = _unknown_strings(parsed, lengths)
+    values, assistant, names = _string_values(parsed)
+    new = list(dict.fromkeys(v for vals in values for v in vals if v not in lengths))
     if lengths and len(lengths) + len(new) > lengths.max_strings:
         lengths.clear()  # start over; this chunk's strings are all "new" again
-        new = _unknown_strings(parsed, lengths)
+        new = list(dict.fromkeys(v for vals in values for v in vals))
     if new:
         lengths.update(zip(new, token_lengths(new, encoding, num_threads), strict=True))
-    totals: list[int] = []
-    assistant: list[int] = []
-    for messages in parsed:
-        if not messages:
-            totals.append(0)
-            assistant.append(0)
-            continue
-        n = TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages)
-        a = 0
-        for message in messages:
-            for key, value in message.items():
-                if isinstance(value, str):
-                    n += lengths[value]
-                if key == "name":
-                    n += TOKENS_PER_NAME
-            if message.get("role") == "assistant":
-                content = message.get("content")
-                if isinstance(content, str):
-                    a += lengths[content]
-        totals.append(n)
-        assistant.append(a)
-    return totals, assistant
+    get = lengths.__getitem__
+    totals = [
+        TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages) + sum(map(get, vals)) + TOKENS_PER_NAME * n if messages else 0
+        for messages, vals, n in zip(parsed, values, names, strict=True)
+    ]
+    return totals, [sum(map(get, vals)) for vals in assistant]
 
 
 def distribution(values: Sequence[int | float]) -> dict[str, float]:
@@ -402,12 +404,12 @@ def validate_numbered(
         parsed = []
         for lineno, obj in chunk:
             objs.append(obj)
-            for code in format_errors(obj):
+            codes, messages = inspect_example(obj)
+            for code in codes:
                 note(errors, error_lines, code, lineno)
-            messages = _messages(obj)
             parsed.append(messages)
             n_messages.append(len(messages))
-            roles = {m.get("role") for m in messages}
+            roles = [m.get("role") for m in messages]  # a list: a broken role may be unhashable
             if "system" not in roles:
                 note(warnings, warning_lines, "missing_system_message", lineno)
             if "user" not in roles:

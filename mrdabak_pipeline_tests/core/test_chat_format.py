@@ -181,7 +181,7 @@ def test_streamed_lines_are_exactly_the_examples_serialized(texts: list[str], pr
     for target in ("json", "text"):
         stats = ChatDataset()
         out = list(iter_chat_examples(sessions, target, 0.5, prompt, stats))
-        assert [line for _, _, line in out] == [json_line(example) for _, example, _ in out]
+        assert [line for _, _, line in out] == [json_line(example).encode("utf-8") for _, example, _ in out]
         assert all(json.loads(line) == example for _, example, line in out)
         assert stats.duplicates_dropped == 1  # "b" is "a" again
         built = build_chat_dataset(sessions, target, 0.5, prompt)

@@ -152,3 +152,16 @@ def test_validation_of_line_ranges_merges_into_the_whole_file_report(tmp_path: P
     assert chunked.summary() == whole.summary()
     assert whole.error_lines == {"invalid_json": [8], "example_missing_assistant_message": [251], "unrecognized_role": [400]}
     assert chunked.n_tokens == whole.n_tokens
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=6), st.randoms(use_true_random=False))
+def test_take_rows_is_table_take_on_a_many_chunk_table(chunk_sizes: list[int], rnd) -> None:
+    import numpy as np
+
+    schema = pa.schema([("x", pa.int64()), ("s", pa.string())])
+    batches = [pa.table({"x": list(range(sum(chunk_sizes[:i]), sum(chunk_sizes[: i + 1]))), "s": [f"r{j}" for j in range(n)]},
+                        schema=schema) for i, n in enumerate(chunk_sizes)]
+    table = pa.concat_tables(batches)
+    indices = np.array([rnd.randrange(table.num_rows) for _ in range(rnd.randrange(table.num_rows + 1))] if table.num_rows else [], dtype=np.int64)
+    assert parallel.take_rows(table, indices).equals(table.take(pa.array(indices, pa.int64())))

@@ -199,3 +199,30 @@ def test_validation_reads_the_file_written_not_the_examples_in_memory(tmp_path: 
     ds, _, valid_sha = write_chat_jsonl(sessions, tmp_path, validation_fraction=0.0)
     assert valid_sha is None and ds.n_validation == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+
+
+_messy_value = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12), st.lists(st.text(max_size=3), max_size=2))
+_messy_message = st.one_of(
+    st.dictionaries(st.sampled_from(["role", "content", "name", "weight", "function_call", "extra"]), _messy_value, max_size=5),
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "bot"]), "content": st.text(max_size=20)}),
+    _messy_value,
+)
+_messy_example = st.one_of(
+    st.fixed_dictionaries({"messages": st.lists(_messy_message, max_size=6)}),
+    st.dictionaries(st.sampled_from(["messages", "other"]), _messy_value, max_size=2),
+    _messy_value,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_messy_example, min_size=1, max_size=12))
+def test_any_parsed_json_is_checked_without_crashing_and_counted_like_the_cookbook(examples: list) -> None:
+    """Broken shapes (unhashable roles, non-dict messages, missing keys) get named errors, never an
+    exception, and the one-pass fast count equals the cookbook's per-message loop."""
+    enc = resolve_encoding(V.DEFAULT_MODEL)
+    fast = V.validate_examples(examples, encoding=enc)
+    naive = V.validate_examples(examples, encoding=enc, fast=False)
+    assert fast.summary() == naive.summary()
+    assert (fast.n_tokens, fast.n_assistant_tokens) == (naive.n_tokens, naive.n_assistant_tokens)
+    for example in examples:
+        assert set(V.format_errors(example)) <= set(V.FORMAT_ERRORS)
