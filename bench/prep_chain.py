@@ -1,10 +1,13 @@
 """Figure 1: data preparation at scale, raw DB -> cleaned -> augmented (K=1) -> JSONL + validation.
 
-The chain calls the same core functions, in the same shape, as a single-run backfill of the
-assets: ingestion reads one window per day and concatenates them (`defs/ingestion.py`), cleaning
-and augmentation then work on the whole range, the dataset build reads every stored day. Each
-stage is timed on its own (sessions/s), the chain runs in a fresh process so its peak RSS is its
-own, and it runs at two sizes so a per-session cost that grows with size shows up as a ratio.
+The chain calls what a single-run backfill of the assets calls: `core.stages.extract` (one
+window per day), `stages.clean` (rules, pseudonymization and the no_pii leak scan),
+`stages.augment` (variants and the variant checks), `dataset_build.write_chat_jsonl` given the
+stored table, and `validation.validate_jsonl` on the files written; each spreads its chunks over
+the worker processes of `core.parallel` (``MRDABAK_WORKERS``, default: every CPU). Each stage is
+timed on its own (sessions/s, CPU seconds of the whole process tree); the chain runs in a fresh
+process so its memory (PSS of the process tree, its worker processes included) is its own, and it
+runs at two sizes so a per-session cost that grows with size shows up as a ratio.
 Seeding is reported beside it but is not part of the 60 s target (production data already exists).
 """
 
@@ -147,8 +150,14 @@ def run(profile: Profile) -> list[Result]:
     rss_target = f"value <= {RSS_TARGET_MIB:g} MiB"
     out.append(Result.measured(f"1 chain wall time ({tag}; baseline {base_tag})", r_big["wall"], "s", r_small["wall"],
                                wall_target, (lambda v, r: v <= WALL_TARGET_S) if complete else None))
-    out.append(Result.measured(f"1 chain peak RSS ({tag}; baseline {base_tag})", r_big["peak_rss_mib"], "MiB",
-                               r_small["peak_rss_mib"], rss_target, (lambda v, r: v <= RSS_TARGET_MIB) if complete else None))
+    # Memory of the process tree (the chain and its worker processes): PSS splits the pages a
+    # worker shares with the forkserver it was forked from, so the sum is the real footprint; the
+    # RSS sum counts those pages once per process and is shown beside it as an upper bound.
+    out.append(Result.measured(f"1 chain peak memory, PSS of the process tree ({tag}; baseline {base_tag})",
+                               r_big["peak_pss_mib"], "MiB", r_small["peak_pss_mib"], rss_target,
+                               (lambda v, r: v <= RSS_TARGET_MIB) if complete else None))
+    out.append(Result.measured(f"1 chain peak RSS summed over the process tree ({tag}; baseline {base_tag})",
+                               r_big["peak_rss_mib"], "MiB", r_small["peak_rss_mib"]))
     out.append(Result.measured(f"1 chain CPU time ({tag}; baseline {base_tag})", r_big["cpu"], "s", r_small["cpu"]))
     # Linearity on CPU time: on a shared box wall time mostly measures the neighbours.
     per_big = r_big["cpu"] / big.sessions * 1e6
@@ -157,8 +166,8 @@ def run(profile: Profile) -> list[Result]:
                                per_small, f"ratio <= {LINEARITY_TARGET}",
                                (lambda v, r: r is not None and r <= LINEARITY_TARGET) if complete else None))
     for label, res in (("big", r_big), ("small", r_small)):
-        print(f"  chain {label}: wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s; " + ", ".join(
-            f"{k} {v['seconds']:.2f}s/{v['cpu_seconds']:.2f}s CPU (peak {v['rss_after_mib']:.0f} MiB)"
+        print(f"  chain {label} ({res.get('workers', 1)} worker processes): wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s; " + ", ".join(
+            f"{k} {v['seconds']:.2f}s/{v['cpu_seconds']:.2f}s CPU (peak PSS {v['pss_after_mib']:.0f} MiB)"
                                                 for k, v in res["stages"].items()), flush=True)
     return out
 

@@ -31,8 +31,9 @@ from mrdabak_pipeline.core.domain import Session
 MIN_CHUNK_ROWS = 20_000
 #: Sessions per chunk below which augmentation stays in this process.
 MIN_CHUNK_SESSIONS = 5_000
-#: Days per chunk of an extraction: ranges shorter than two chunks are read in this process.
-MIN_CHUNK_DAYS = 4
+#: Days per chunk of an extraction: ranges shorter than two chunks (a nightly day, the demo's two
+#: weeks) are read in this process; a backfill of months is read on every core.
+MIN_CHUNK_DAYS = 15
 #: Chunks per worker for cleaning and augmentation: a worker holds one chunk's sessions as Python
 #: objects at a time (memory), and each chunk starts its text caches cold (time).
 CHUNKS_PER_WORKER = 8
