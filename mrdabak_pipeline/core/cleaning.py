@@ -214,14 +214,9 @@ class StateDrop:
 
 
 @dataclass
-class CleaningSummary:
-    """Everything about a cleaning pass but the sessions themselves: what the asset reports.
+class _Tally:
+    """What a cleaning pass counts, whether or not its sessions are kept alongside."""
 
-    Chunks of one pass (`stages.clean`) each produce one; `merge` adds them up.
-    """
-
-    kept_sessions: int
-    kept_turns: int
     rejections: list[Rejection]
     raw_rows: int
     raw_session_ids: set[str]
@@ -230,9 +225,31 @@ class CleaningSummary:
     collapsed_duplicates: Counter[str] = field(default_factory=Counter)
     role_spellings: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def dropped_order_states(self) -> Counter[str]:
+        return Counter(d.reason for d in self.state_drops)
+
+    @property
+    def rejection_counts(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejections)
+
+    def rejections_table(self) -> pa.Table:
+        return rejections_to_table(self.rejections)
+
+
+@dataclass
+class CleaningSummary(_Tally):
+    """Everything about a cleaning pass but the sessions themselves: what the asset reports.
+
+    Chunks of one pass (`stages.clean`) each produce one; `merge` adds them up.
+    """
+
+    kept_sessions: int = 0
+    kept_turns: int = 0
+
     @classmethod
     def merge(cls, parts: Iterable[CleaningSummary]) -> CleaningSummary:
-        out = cls(kept_sessions=0, kept_turns=0, rejections=[], raw_rows=0, raw_session_ids=set())
+        out = cls(rejections=[], raw_rows=0, raw_session_ids=set())
         for p in parts:
             out.kept_sessions += p.kept_sessions
             out.kept_turns += p.kept_turns
@@ -244,14 +261,6 @@ class CleaningSummary:
             out.collapsed_duplicates.update(p.collapsed_duplicates)
             out.role_spellings.update(p.role_spellings)
         return out
-
-    @property
-    def dropped_order_states(self) -> Counter[str]:
-        return Counter(d.reason for d in self.state_drops)
-
-    @property
-    def rejection_counts(self) -> Counter[str]:
-        return Counter(r.reason for r in self.rejections)
 
     @property
     def rejection_rate(self) -> float:
@@ -272,27 +281,15 @@ class CleaningSummary:
             "unaccounted": self.raw_rows - self.kept_turns - dropped - collapsed - rejected,
         }
 
-    def rejections_table(self) -> pa.Table:
-        return rejections_to_table(self.rejections)
-
 
 @dataclass
-class CleaningResult:
+class CleaningResult(_Tally):
     """Kept sessions (not yet pseudonymized), rejections and the per-reason repair counts."""
 
-    sessions: list[Session]
-    rejections: list[Rejection]
-    raw_rows: int
-    raw_session_ids: set[str]
-    state_drops: list[StateDrop] = field(default_factory=list)
-    dropped_messages: Counter[str] = field(default_factory=Counter)
-    collapsed_duplicates: Counter[str] = field(default_factory=Counter)
-    role_spellings: Counter[str] = field(default_factory=Counter)
+    sessions: list[Session] = field(default_factory=list)
 
     def summary(self) -> CleaningSummary:
         return CleaningSummary(
-            kept_sessions=len(self.sessions),
-            kept_turns=sum(len(s.turns) for s in self.sessions),
             rejections=self.rejections,
             raw_rows=self.raw_rows,
             raw_session_ids=self.raw_session_ids,
@@ -300,15 +297,9 @@ class CleaningResult:
             dropped_messages=self.dropped_messages,
             collapsed_duplicates=self.collapsed_duplicates,
             role_spellings=self.role_spellings,
+            kept_sessions=len(self.sessions),
+            kept_turns=sum(len(s.turns) for s in self.sessions),
         )
-
-    @property
-    def dropped_order_states(self) -> Counter[str]:
-        return self.summary().dropped_order_states
-
-    @property
-    def rejection_counts(self) -> Counter[str]:
-        return self.summary().rejection_counts
 
     @property
     def rejection_rate(self) -> float:
@@ -317,9 +308,6 @@ class CleaningResult:
     def row_balance(self) -> dict[str, int]:
         """Where every raw row went; ``unaccounted`` must be 0."""
         return self.summary().row_balance()
-
-    def rejections_table(self) -> pa.Table:
-        return rejections_to_table(self.rejections)
 
 
 def rejections_to_table(rejections: Iterable[Rejection]) -> pa.Table:
