@@ -171,13 +171,13 @@ class TreeMonitor:
         self._sample()
 
 
-def run_worker(module: str, args: list[str], timeout: float = 1800) -> dict[str, Any]:
+def run_worker(module: str, args: list[str], timeout: float = 1800, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python -m bench.<module> --worker ARGS`` in a fresh process; it prints one JSON line last.
 
     A fresh process per measurement gives an honest peak RSS and keeps one figure's imports
     (torch, dagster) from inflating another's numbers.
     """
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
         [sys.executable, "-m", f"bench.{module}", "--worker", *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,

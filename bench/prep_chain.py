@@ -108,11 +108,14 @@ def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[st
     return result
 
 
-def measure(db: SeededDb) -> dict[str, Any]:
-    """Run the chain over every day of `db` in a fresh process; its JSONL files stay in `output_dir(db)`."""
+def measure(db: SeededDb, workers: int | None = None) -> dict[str, Any]:
+    """Run the chain over every day of `db` in a fresh process; its JSONL files stay in `output_dir(db)`.
+
+    `workers` sets ``MRDABAK_WORKERS`` for that process (None: the default, every CPU).
+    """
     first = db.day(db.days - 1).isoformat()
     args = ["--db-url", db.url, "--first-day", first, "--days", str(db.days), "--out-dir", str(output_dir(db))]
-    return run_worker("prep_chain", args, timeout=3600)
+    return run_worker("prep_chain", args, timeout=3600, env={"MRDABAK_WORKERS": str(workers)} if workers else None)
 
 
 def output_dir(db: SeededDb) -> Path:
@@ -128,6 +131,7 @@ def run(profile: Profile) -> list[Result]:
           f"(peak RSS {big.seed_peak_rss_mib:.0f} MiB); {small.sessions} in {small.seed_seconds:.1f} s", flush=True)
     r_small = measure(small)
     r_big = measure(big)
+    r_one = measure(big, workers=1)  # the same chain in one process, same run: what the cores bring
     for name, why in {**r_small.get("skipped", {}), **r_big.get("skipped", {})}.items():
         print(f"  [partial] stage {name} not measured: {why}", flush=True)
     complete = not r_big.get("skipped") and all(s in r_big["stages"] for s in STAGES)
@@ -159,13 +163,17 @@ def run(profile: Profile) -> list[Result]:
     out.append(Result.measured(f"1 chain peak RSS summed over the process tree ({tag}; baseline {base_tag})",
                                r_big["peak_rss_mib"], "MiB", r_small["peak_rss_mib"]))
     out.append(Result.measured(f"1 chain CPU time ({tag}; baseline {base_tag})", r_big["cpu"], "s", r_small["cpu"]))
+    out.append(Result.measured(f"1 chain wall time, {r_big.get('workers', 1)} worker processes vs one process ({tag}, same run)",
+                               r_big["wall"], "s", r_one["wall"]))
+    out.append(Result.measured(f"1 chain peak memory (PSS), {r_big.get('workers', 1)} worker processes vs one process ({tag})",
+                               r_big["peak_pss_mib"], "MiB", r_one["peak_pss_mib"]))
     # Linearity on CPU time: on a shared box wall time mostly measures the neighbours.
     per_big = r_big["cpu"] / big.sessions * 1e6
     per_small = r_small["cpu"] / small.sessions * 1e6
     out.append(Result.measured(f"1 chain CPU cost per session ({tag} vs {base_tag}: linear growth)", per_big, "us/session",
                                per_small, f"ratio <= {LINEARITY_TARGET}",
                                (lambda v, r: r is not None and r <= LINEARITY_TARGET) if complete else None))
-    for label, res in (("big", r_big), ("small", r_small)):
+    for label, res in (("big", r_big), ("small", r_small), ("big, one process", r_one)):
         print(f"  chain {label} ({res.get('workers', 1)} worker processes): wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s; " + ", ".join(
             f"{k} {v['seconds']:.2f}s/{v['cpu_seconds']:.2f}s CPU (peak PSS {v['pss_after_mib']:.0f} MiB)"
                                                 for k, v in res["stages"].items()), flush=True)

@@ -164,14 +164,16 @@ class _Collector:
     def skip(self, session_id: str, reason: str) -> None:
         self.ds.skipped.append((session_id, reason))
 
-    def keep(self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int) -> str | None:
-        """The split of a new example, or None for an exact duplicate of one already kept."""
+    def keep(
+        self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int, split: str | None = None
+    ) -> str | None:
+        """The split of a new example (`split_of` unless given), or None for an exact duplicate."""
         ds = self.ds
         if key in self.seen:
             ds.duplicates_dropped += 1
             return None
         self.seen.add(key)
-        split = split_of(source_session_id, ds.validation_fraction)
+        split = split or split_of(source_session_id, ds.validation_fraction)
         if split == TRAIN:
             ds.n_train += 1
         else:
@@ -235,12 +237,12 @@ MIN_CHUNK_SESSIONS = 5_000
 _ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
 
 
-def _chunk_candidates(job: tuple[pa.Table, str, str]) -> list[tuple[Any, ...]]:
+def _chunk_candidates(job: tuple[pa.Table, str, str, float]) -> list[tuple[Any, ...]]:
     """Worker side of `iter_chat_lines`: per session of a sorted slice, a skip or an example line.
 
-    ``("skip", session_id, reason)`` or ``(key, source_session_id, created_at, untrained, line)``.
+    ``("skip", session_id, reason)`` or ``(key, source_session_id, created_at, untrained, line, split)``.
     """
-    table, target, system_prompt = job
+    table, target, system_prompt, fraction = job
     out: list[tuple[Any, ...]] = []
     for session in sessions_from_table(table):
         try:
@@ -248,7 +250,8 @@ def _chunk_candidates(job: tuple[pa.Table, str, str]) -> list[tuple[Any, ...]]:
         except ExampleError as exc:
             out.append(("skip", session.session_id, str(exc)))
             continue
-        out.append((key, session.source_session_id, session.created_at, _untrained(messages), line))
+        split = split_of(session.source_session_id, fraction)
+        out.append((key, session.source_session_id, session.created_at, _untrained(messages), line, split))
     return out
 
 
@@ -282,7 +285,7 @@ def iter_chat_lines(
     order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS).to_numpy()
     bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
     jobs = (
-        (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt)
+        (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt, ds.validation_fraction)
         for a, b in zip(bounds, bounds[1:], strict=False)
     )
     collect = _Collector(ds)
@@ -291,7 +294,7 @@ def iter_chat_lines(
             if c[0] == "skip":
                 collect.skip(c[1], c[2])
                 continue
-            split = collect.keep(c[0], c[1], c[2], c[3])
+            split = collect.keep(c[0], c[1], c[2], c[3], c[5])
             if split is not None:
                 yield split, c[4]
 

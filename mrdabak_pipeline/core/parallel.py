@@ -133,6 +133,32 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
         return _pool
 
 
+def warm_up(workers: int | None = None) -> threading.Event:
+    """Start the pool's processes in the background; the event is set once they can take work.
+
+    Starting the forkserver and its workers takes seconds (imports, the token vocabulary): a
+    stage can do its first items itself meanwhile instead of waiting (see `stages.extract`).
+    """
+    workers = worker_count() if workers is None else workers
+    ready = threading.Event()
+    if workers <= 1:
+        ready.set()
+        return ready
+
+    def start() -> None:
+        try:
+            pool = _get_pool(workers)
+            for future in [pool.submit(os.getpid) for _ in range(workers)]:
+                future.result()
+        except Exception:  # noqa: BLE001, S110 - the stage's own imap call will report it
+            pass
+        finally:
+            ready.set()
+
+    threading.Thread(target=start, name="mrdabak-pool-start", daemon=True).start()
+    return ready
+
+
 def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
     """``fn(item)`` for each item, yielded in item order; inline when one worker or one item.
 

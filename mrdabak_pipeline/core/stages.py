@@ -66,10 +66,18 @@ def extract(engine: Engine, windows: Sequence[Window], workers: int | None = Non
     parts = parallel.chunk_count(len(windows), MIN_CHUNK_DAYS, workers)
     if parts <= 1:
         return pa.concat_tables([read_raw_window(engine, lo, hi, key) for lo, hi, key in windows])
-    url = engine.url.render_as_string(hide_password=False)
-    bounds = [len(windows) * i // parts for i in range(parts + 1)]
-    jobs = [(url, windows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    return pa.concat_tables(list(parallel.imap(_read_windows, jobs, workers)))
+    ready = parallel.warm_up(workers)
+    tables = []
+    while windows and not ready.is_set():  # read days here while the workers start
+        lo, hi, key = windows.pop(0)
+        tables.append(read_raw_window(engine, lo, hi, key))
+    if windows:
+        url = engine.url.render_as_string(hide_password=False)
+        parts = min(parts, len(windows))
+        bounds = [len(windows) * i // parts for i in range(parts + 1)]
+        jobs = [(url, windows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        tables += parallel.imap(_read_windows, jobs, workers)
+    return pa.concat_tables(tables)
 
 
 # --- clean -------------------------------------------------------------------------------------
