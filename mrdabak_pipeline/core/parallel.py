@@ -173,6 +173,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
     if workers <= 1 or len(head) <= 1:
         yield from (fn(item) for item in itertools.chain(head, iterator))
         return
+    release_memory()  # what the previous stage dropped (its input, say) leaves before this one grows
     pool = _get_pool(workers)
     env = _forwarded_env()
     pending: deque[Future[R]] = deque()
