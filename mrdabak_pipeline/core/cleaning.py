@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -289,17 +289,8 @@ class CleaningResult(_Tally):
     sessions: list[Session] = field(default_factory=list)
 
     def summary(self) -> CleaningSummary:
-        return CleaningSummary(
-            rejections=self.rejections,
-            raw_rows=self.raw_rows,
-            raw_session_ids=self.raw_session_ids,
-            state_drops=self.state_drops,
-            dropped_messages=self.dropped_messages,
-            collapsed_duplicates=self.collapsed_duplicates,
-            role_spellings=self.role_spellings,
-            kept_sessions=len(self.sessions),
-            kept_turns=sum(len(s.turns) for s in self.sessions),
-        )
+        tally = {f.name: getattr(self, f.name) for f in fields(_Tally)}
+        return CleaningSummary(**tally, kept_sessions=len(self.sessions), kept_turns=sum(len(s.turns) for s in self.sessions))
 
     @property
     def rejection_rate(self) -> float:
