@@ -13,6 +13,7 @@ conversation can leak into training.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -164,16 +165,13 @@ class _Collector:
     def skip(self, session_id: str, reason: str) -> None:
         self.ds.skipped.append((session_id, reason))
 
-    def keep(
-        self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int, split: str | None = None
-    ) -> str | None:
-        """The split of a new example (`split_of` unless given), or None for an exact duplicate."""
+    def keep(self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int, split: str) -> bool:
+        """Count a new example; False for an exact duplicate of one already kept."""
         ds = self.ds
         if key in self.seen:
             ds.duplicates_dropped += 1
-            return None
+            return False
         self.seen.add(key)
-        split = split or split_of(source_session_id, ds.validation_fraction)
         if split == TRAIN:
             ds.n_train += 1
         else:
@@ -182,7 +180,15 @@ class _Collector:
         ds.untrained_assistant_turns += untrained
         if created_at is not None and (ds.high_water_mark is None or created_at > ds.high_water_mark):
             ds.high_water_mark = created_at
-        return split
+        return True
+
+    def collect(self, candidates: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, list[dict[str, Any]] | None, bytes]]:
+        """``(split, messages, line)`` of the candidates (`_candidates`) that are kept, in order."""
+        for c in candidates:
+            if c[0] == "skip":
+                self.skip(c[1], c[2])
+            elif self.keep(c[0], c[1], c[2], c[3], c[5]):
+                yield c[5], c[6], c[4]
 
 
 def _example_line(session: Session, target: Target, system_prompt: str) -> tuple[list[dict[str, Any]], bytes, bytes]:
@@ -203,6 +209,21 @@ def _untrained(messages: list[dict[str, Any]]) -> int:
     return sum(1 for m in messages if m.get("weight") == 0)
 
 
+def _candidates(
+    sessions: Iterable[Session], target: Target, system_prompt: str, fraction: float, keep_messages: bool
+) -> Iterator[tuple[Any, ...]]:
+    """Per session, in order: ``("skip", session_id, reason)`` or
+    ``(key, source_session_id, created_at, untrained, line, split, messages or None)``."""
+    for session in sessions:
+        try:
+            messages, line, key = _example_line(session, target, system_prompt)
+        except ExampleError as exc:
+            yield ("skip", session.session_id, str(exc))
+            continue
+        src = session.source_session_id
+        yield (key, src, session.created_at, _untrained(messages), line, split_of(src, fraction), messages if keep_messages else None)
+
+
 def iter_chat_examples(
     sessions: Iterable[Session],
     target: Target | str = Target.JSON,
@@ -217,42 +238,24 @@ def iter_chat_examples(
     `ChatDataset` whose example lists stay empty) receives the counts, skips and high-water mark.
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    target = Target(target)
-    collect = _Collector(ds)
-    for session in sorted(sessions, key=_order_key):
-        try:
-            messages, line, key = _example_line(session, target, system_prompt)
-        except ExampleError as exc:
-            collect.skip(session.session_id, str(exc))
-            continue
-        split = collect.keep(key, session.source_session_id, session.created_at, _untrained(messages))
-        if split is not None:
-            yield split, {"messages": messages}, line
+    ordered = sorted(sessions, key=_order_key)
+    for split, messages, line in _Collector(ds).collect(_candidates(ordered, Target(target), system_prompt, ds.validation_fraction, True)):
+        yield split, {"messages": messages}, line
 
 
-#: Session rows per chunk below which the chunked writer stays in this process.
-MIN_CHUNK_SESSIONS = 5_000
+#: Session rows per chunk below which the chunked writer stays in this process. Small: a chunk
+#: is taken (copied) from the sorted table and its lines come back, so what is in flight, not the
+#: table, bounds the extra memory, and there is no per-chunk cache to lose.
+MIN_CHUNK_SESSIONS = 1_250
 #: The columns and directions of `_order_key`, for sorting a session table the same way.
 #: Nulls first, as `_order_key` puts a missing created_at at datetime.min.
 _ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
 
 
 def _chunk_candidates(job: tuple[pa.Table, str, str, float]) -> list[tuple[Any, ...]]:
-    """Worker side of `iter_chat_lines`: per session of a sorted slice, a skip or an example line.
-
-    ``("skip", session_id, reason)`` or ``(key, source_session_id, created_at, untrained, line, split)``.
-    """
+    """Worker side of `iter_chat_lines`: `_candidates` of a sorted slice, without the messages."""
     table, target, system_prompt, fraction = job
-    out: list[tuple[Any, ...]] = []
-    for session in sessions_from_table(table):
-        try:
-            messages, line, key = _example_line(session, Target(target), system_prompt)
-        except ExampleError as exc:
-            out.append(("skip", session.session_id, str(exc)))
-            continue
-        split = split_of(session.source_session_id, fraction)
-        out.append((key, session.source_session_id, session.created_at, _untrained(messages), line, split))
-    return out
+    return list(_candidates(sessions_from_table(table), Target(target), system_prompt, fraction, False))
 
 
 def iter_chat_lines(
@@ -271,32 +274,22 @@ def iter_chat_lines(
     the files are the same bytes as the in-process path.
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    if not isinstance(sessions, pa.Table):
-        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
-            yield split, line
-        return
-    # Many small chunks: each is taken (copied) from the sorted table and its lines come back, so
-    # what is in flight, not the table, bounds the extra memory; there is no per-chunk cache to lose.
-    parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS // 4, workers, per_worker=16)
-    if parts <= 1:
-        for split, _example, line in iter_chat_examples(sessions_from_table(sessions), target, validation_fraction, system_prompt, ds):
-            yield split, line
-        return
-    order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS).to_numpy()
-    bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
-    jobs = (
-        (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt, ds.validation_fraction)
-        for a, b in zip(bounds, bounds[1:], strict=False)
-    )
-    collect = _Collector(ds)
-    for candidates in parallel.imap(_chunk_candidates, jobs, workers):
-        for c in candidates:
-            if c[0] == "skip":
-                collect.skip(c[1], c[2])
-                continue
-            split = collect.keep(c[0], c[1], c[2], c[3], c[5])
-            if split is not None:
-                yield split, c[4]
+    if isinstance(sessions, pa.Table):
+        parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=16)
+        if parts > 1:
+            order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS).to_numpy()
+            bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
+            jobs = (
+                (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt, ds.validation_fraction)
+                for a, b in zip(bounds, bounds[1:], strict=False)
+            )
+            chunks = parallel.imap(_chunk_candidates, jobs, workers)
+            for split, _messages, line in _Collector(ds).collect(itertools.chain.from_iterable(chunks)):
+                yield split, line
+            return
+        sessions = sessions_from_table(sessions)
+    for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
+        yield split, line
 
 
 def build_chat_dataset(

@@ -64,7 +64,7 @@ def json_bytes(record: Any) -> bytes:
     try:
         return orjson.dumps(record)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json_line(record).encode("utf-8")
 
 
 def jsonl_bytes(records: Iterable[Any]) -> bytes:

@@ -39,7 +39,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stages, "MIN_CHUNK_ROWS", 200)
     monkeypatch.setattr(stages, "MIN_CHUNK_SESSIONS", 40)
     monkeypatch.setattr(stages, "MIN_CHUNK_DAYS", 2)
-    monkeypatch.setattr(chat_format, "MIN_CHUNK_SESSIONS", 40)
+    monkeypatch.setattr(chat_format, "MIN_CHUNK_SESSIONS", 10)
     monkeypatch.setattr(validation, "MIN_CHUNK_BYTES", 20_000)
 
 
