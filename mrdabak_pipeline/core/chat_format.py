@@ -13,7 +13,6 @@ conversation can leak into training.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,10 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from mrdabak_pipeline.core import parallel
 from mrdabak_pipeline.core.domain import (
     SYSTEM_PROMPT,
     OrderStateError,
@@ -35,7 +30,6 @@ from mrdabak_pipeline.core.domain import (
     parse_assistant_reply,
 )
 from mrdabak_pipeline.core.files import json_bytes
-from mrdabak_pipeline.core.records import sessions_from_table
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
@@ -197,12 +191,20 @@ def _example_line(session: Session, target: Target, system_prompt: str) -> tuple
     The line is `files.json_bytes({"messages": messages})`, byte for byte, but the system message,
     identical in every example and most of its characters, is serialized once rather than per
     example. Two examples are the same exactly when their lines are (the messages' keys always
-    come in the same order), so the key is a digest of the part after the system message.
+    come in the same order), so the key is a digest of the line (`line_key`).
     """
     messages = session_messages(session, target, system_prompt)
     rest = json_bytes(messages[1:])  # never empty: an example has at least one assistant turn
-    key = hashlib.blake2b(rest, digest_size=16).digest()
-    return messages, _system_prefix(system_prompt) + b"," + rest[1:] + b"}", key
+    line = _system_prefix(system_prompt) + b"," + rest[1:] + b"}"
+    return messages, line, line_key(line)
+
+
+def line_key(line: bytes | memoryview) -> bytes:
+    """The dedup key of a JSONL line (without its newline): equal keys, equal examples.
+
+    128 bits of sha256 (hardware-accelerated on current CPUs, faster than blake2b here).
+    """
+    return hashlib.sha256(line).digest()[:16]
 
 
 def _untrained(messages: list[dict[str, Any]]) -> int:
@@ -241,55 +243,6 @@ def iter_chat_examples(
     ordered = sorted(sessions, key=_order_key)
     for split, messages, line in _Collector(ds).collect(_candidates(ordered, Target(target), system_prompt, ds.validation_fraction, True)):
         yield split, {"messages": messages}, line
-
-
-#: Session rows per chunk below which the chunked writer stays in this process. Small: a chunk
-#: is taken (copied) from the sorted table and its lines come back, so what is in flight, not the
-#: table, bounds the extra memory, and there is no per-chunk cache to lose.
-MIN_CHUNK_SESSIONS = 1_250
-#: The columns and directions of `_order_key`, for sorting a session table the same way.
-#: Nulls first, as `_order_key` puts a missing created_at at datetime.min.
-_ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
-
-
-def _chunk_candidates(job: tuple[pa.Table, str, str, float]) -> list[tuple[Any, ...]]:
-    """Worker side of `iter_chat_lines`: `_candidates` of a sorted slice, without the messages."""
-    table, target, system_prompt, fraction = job
-    return list(_candidates(sessions_from_table(table), Target(target), system_prompt, fraction, False))
-
-
-def iter_chat_lines(
-    sessions: Iterable[Session] | pa.Table,
-    target: Target | str = Target.JSON,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    system_prompt: str = SYSTEM_PROMPT,
-    stats: ChatDataset | None = None,
-    workers: int | None = None,
-) -> Iterator[tuple[str, bytes]]:
-    """``(split, JSONL line)`` exactly as `iter_chat_examples` gives them, for a writer.
-
-    Given a session table (records.SESSION_SCHEMA, what the assets store) big enough to be worth
-    it, the table is sorted in Arrow by the example order, cut into slices and the slices are
-    turned into lines on every core (`parallel.imap`); dedup and counting stay here, in order, so
-    the files are the same bytes as the in-process path.
-    """
-    ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    if isinstance(sessions, pa.Table):
-        parts = parallel.chunk_count(sessions.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=16)
-        if parts > 1:
-            order = pc.sort_indices(sessions, sort_keys=_ORDER_COLUMNS).to_numpy()
-            bounds = [sessions.num_rows * i // parts for i in range(parts + 1)]
-            jobs = (
-                (parallel.take_rows(sessions, order[a:b]), Target(target).value, system_prompt, ds.validation_fraction)
-                for a, b in zip(bounds, bounds[1:], strict=False)
-            )
-            chunks = parallel.imap(_chunk_candidates, jobs, workers)
-            for split, _messages, line in _Collector(ds).collect(itertools.chain.from_iterable(chunks)):
-                yield split, line
-            return
-        sessions = sessions_from_table(sessions)
-    for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
-        yield split, line
 
 
 def build_chat_dataset(

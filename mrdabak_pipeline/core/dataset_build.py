@@ -22,8 +22,8 @@ from mrdabak_pipeline.core.chat_format import (
     TRAIN,
     ChatDataset,
     Target,
-    iter_chat_lines,
 )
+from mrdabak_pipeline.core.chat_lines import iter_chat_blocks
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.dpo import build_preference_dataset
 from mrdabak_pipeline.core.files import AtomicJsonlWriter, atomic_directory, sha256_file, write_jsonl
@@ -88,8 +88,8 @@ def write_chat_jsonl(
     train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
     ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     with AtomicJsonlWriter(train_path) as train_w, AtomicJsonlWriter(valid_path) as valid_w:
-        for split, line in iter_chat_lines(sessions, target, validation_fraction, stats=ds):
-            (train_w if split == TRAIN else valid_w).write_line(line)
+        for split, block in iter_chat_blocks(sessions, target, validation_fraction, stats=ds):
+            (train_w if split == TRAIN else valid_w).write_block(block)
         if not ds.n_train:
             raise EmptyDatasetError(
                 f"no training examples from {len(ds.skipped)} skipped sessions "

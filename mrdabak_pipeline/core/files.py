@@ -104,6 +104,12 @@ class AtomicJsonlWriter:
     def write(self, record: Any) -> None:
         self.write_line(json_bytes(record))
 
+    def write_block(self, data: bytes | memoryview) -> None:
+        """Append complete lines at once (each already ending in a newline)."""
+        self._flush()
+        self._digest.update(data)
+        self._fh.write(data)
+
     def _flush(self) -> None:
         if self._pending:
             data = b"\n".join(self._pending) + b"\n"

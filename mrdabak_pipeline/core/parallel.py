@@ -47,6 +47,8 @@ PRELOAD = ["mrdabak_pipeline.core.worker_preload"]
 #: Chunks per worker: more than one evens out uneven days and keeps each worker's share of the
 #: Python objects (what bounds memory) to a fraction of the input.
 CHUNKS_PER_WORKER = 4
+#: Memory a worker may keep between chunks (above what it started with) for the next chunk to reuse.
+WORKER_KEEP_MIB = 192
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,15 +101,29 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_worker_baseline_mib: list[float] = []
+
+
 def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
     """Worker side: take the parent's stage environment, then run one chunk."""
     for key in [k for k in os.environ if k.startswith(FORWARDED_ENV_PREFIXES) and k not in env]:
         del os.environ[key]
     os.environ.update(env)
     try:
+        if not _worker_baseline_mib and os.path.exists("/proc/self/statm"):
+            _worker_baseline_mib.append(_resident_mib())
         return fn(item)
     finally:
-        release_memory()  # a worker's peak is one chunk, not the sum of what it ever held
+        # A worker's peak is one chunk, not the sum of what it ever held. The allocators keep a
+        # freed chunk's memory for the next chunk, which is faster than handing it back and
+        # faulting it in again, so it is only handed back once it passes WORKER_KEEP_MIB.
+        if not _worker_baseline_mib or _resident_mib() - _worker_baseline_mib[0] > WORKER_KEEP_MIB:
+            release_memory()
 
 
 def shutdown() -> None:
@@ -217,17 +233,16 @@ def session_slices(table: pa.Table, parts: int, column: str = "session_id") -> l
     return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
-def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
-    """``table.take(indices)`` without concatenating a many-chunk table first.
+def gather_rows(table: pa.Table, indices: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """(the rows at `indices`, grouped by record batch; the order that puts them as asked).
 
-    Arrow's take on a table of many chunks (stored partitions, merged chunk results) builds one
-    contiguous copy of every column for each call; taking from each record batch on its own and
-    putting the rows back in order touches only the rows asked for.
+    ``rows.take(order)`` is ``table.take(indices)``. The caller can hand the reordering to a
+    worker process: the run process then copies each row once, not twice.
     """
     indices = np.asarray(indices, dtype=np.int64)  # Arrow's sort gives uint64: keep the arithmetic integral
     batches = table.to_batches()
     if len(batches) <= 1 or not len(indices):
-        return table.take(pa.array(indices, pa.int64()))
+        return table.take(pa.array(indices, pa.int64())), np.arange(len(indices))
     starts = np.cumsum([0] + [b.num_rows for b in batches], dtype=np.int64)
     which = np.searchsorted(starts, indices, side="right") - 1
     pieces, positions = [], []
@@ -235,8 +250,7 @@ def take_rows(table: pa.Table, indices: np.ndarray) -> pa.Table:
         picked = np.flatnonzero(which == b)
         pieces.append(batches[b].take(pa.array(indices[picked] - starts[b])))
         positions.append(picked)
-    gathered = pa.Table.from_batches(pieces, schema=table.schema).combine_chunks()
-    return gathered.take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
+    return pa.Table.from_batches(pieces, schema=table.schema), np.argsort(np.concatenate(positions), kind="stable")
 
 
 def concat(tables: Iterable[pa.Table], schema: pa.Schema | None = None) -> pa.Table:

@@ -138,7 +138,7 @@ def _codes(values: pa.Array) -> tuple[np.ndarray, int]:
     return codes, len(enc.dictionary) + 1
 
 
-def _state_groups(column: pa.StructArray) -> tuple[list[int], list[int]]:
+def _state_groups(column: pa.StructArray) -> tuple[np.ndarray, np.ndarray]:
     """(one row per distinct order state, per-row index into those): equal states share an index.
 
     Each field is dictionary-encoded on its own and the codes are combined into one integer per
@@ -156,7 +156,8 @@ def _state_groups(column: pa.StructArray) -> tuple[list[int], list[int]]:
         card *= size
     keys = pa.array(key)
     enc = keys.dictionary_encode()
-    return pc.index_in(enc.dictionary, value_set=keys).to_pylist(), enc.indices.to_pylist()
+    first = pc.index_in(enc.dictionary, value_set=keys).to_numpy(zero_copy_only=False)
+    return first, enc.indices.to_numpy(zero_copy_only=False)
 
 
 def _state_dict(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -171,11 +172,16 @@ def _states(column: pa.StructArray) -> list[dict[str, Any] | None]:
     them out: order states are values, treat them as read-only (every stage copies before it
     changes one).
     """
+    distinct, group = distinct_states(column)
+    return [distinct[g] for g in group.tolist()]
+
+
+def distinct_states(column: pa.StructArray) -> tuple[list[dict[str, Any] | None], np.ndarray]:
+    """(each distinct order state as a dict (None for a null state), per row the index of its state)."""
     if not len(column):
-        return []
+        return [], np.zeros(0, dtype=np.int64)
     first, group = _state_groups(column)
-    distinct = [_state_dict(row) for row in column.take(pa.array(first, pa.int64())).to_pylist()]
-    return [distinct[g] for g in group]
+    return [_state_dict(row) for row in column.take(pa.array(first, pa.int64())).to_pylist()], group
 
 
 def sessions_from_table(table: pa.Table) -> list[Session]:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrdabak_pipeline.core import chat_format, parallel, records, stages, validation
+from mrdabak_pipeline.core import chat_lines, parallel, records, stages, validation
 from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
 from mrdabak_pipeline.core.db import make_engine
 from mrdabak_pipeline.core.seed import seed_database
@@ -39,7 +39,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stages, "MIN_CHUNK_ROWS", 200)
     monkeypatch.setattr(stages, "MIN_CHUNK_SESSIONS", 40)
     monkeypatch.setattr(stages, "MIN_CHUNK_DAYS", 2)
-    monkeypatch.setattr(chat_format, "MIN_CHUNK_SESSIONS", 10)
+    monkeypatch.setattr(chat_lines, "MIN_CHUNK_SESSIONS", 10)
     monkeypatch.setattr(validation, "MIN_CHUNK_BYTES", 20_000)
 
 
@@ -156,7 +156,7 @@ def test_validation_of_line_ranges_merges_into_the_whole_file_report(tmp_path: P
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 5), min_size=1, max_size=6), st.randoms(use_true_random=False))
-def test_take_rows_is_table_take_on_a_many_chunk_table(chunk_sizes: list[int], rnd) -> None:
+def test_gathered_rows_in_their_order_are_table_take_on_a_many_chunk_table(chunk_sizes: list[int], rnd) -> None:
     import numpy as np
 
     schema = pa.schema([("x", pa.int64()), ("s", pa.string())])
@@ -164,4 +164,5 @@ def test_take_rows_is_table_take_on_a_many_chunk_table(chunk_sizes: list[int], r
                         schema=schema) for i, n in enumerate(chunk_sizes)]
     table = pa.concat_tables(batches)
     indices = np.array([rnd.randrange(table.num_rows) for _ in range(rnd.randrange(table.num_rows + 1))] if table.num_rows else [], dtype=np.int64)
-    assert parallel.take_rows(table, indices).equals(table.take(pa.array(indices, pa.int64())))
+    rows, order = parallel.gather_rows(table, indices)
+    assert rows.take(pa.array(order, pa.int64())).equals(table.take(pa.array(indices, pa.int64())))

@@ -226,3 +226,48 @@ def test_any_parsed_json_is_checked_without_crashing_and_counted_like_the_cookbo
     assert (fast.n_tokens, fast.n_assistant_tokens) == (naive.n_tokens, naive.n_assistant_tokens)
     for example in examples:
         assert set(V.format_errors(example)) <= set(V.FORMAT_ERRORS)
+
+
+_canonical_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "function", "bot"]), "content": st.text(max_size=10)},
+    optional={"weight": st.sampled_from([0, 1, "0", 0.5, None])},
+)
+_file_line = st.one_of(
+    st.builds(lambda m: json.dumps({"messages": m}, ensure_ascii=False).encode(), st.lists(_canonical_message, max_size=4)),
+    st.builds(lambda e: json.dumps(e, ensure_ascii=False).encode(), _messy_example),
+    st.sampled_from([b"", b" ", b"{not json", b'{"messages":[]} {"messages":[]}', b'{"messages":[{"role":"user","role":"assistant","content":"x"}]}',
+                     b'{"messages":[{"role":"user","content":"\\ud800"}]}', b"\xff\xfe", b'\xef\xbb\xbf{"messages":[]}']),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_file_line, max_size=14), st.sampled_from([b"\n", b"\r\n"]), st.booleans(), st.integers(40, 400))
+def test_the_column_wise_file_check_reports_exactly_what_the_line_by_line_check_does(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], newline: bytes, trailing: bool, block: int
+) -> None:
+    """`validate_range` takes whole blocks of canonical lines column-wise (Arrow's JSON reader) and
+    everything else line by line; whatever the mix, block size and line endings, the report is the
+    line-by-line one."""
+    path = tmp_path_factory.mktemp("v") / "x.jsonl"
+    path.write_bytes(newline.join(lines) + (newline if trailing and lines else b""))
+    enc = resolve_encoding(V.DEFAULT_MODEL)
+    expected = V.validate_numbered(V.iter_jsonl(path), encoding=enc)
+    for size in (block, 1 << 20):
+        V.ARROW_BLOCK_BYTES = size
+        try:
+            got = V.validate_range(path, encoding=enc)
+        finally:
+            V.ARROW_BLOCK_BYTES = 16 * 2**20
+        assert got.summary() == expected.summary()
+        assert (got.n_tokens, got.n_assistant_tokens, got.n_messages) == (expected.n_tokens, expected.n_assistant_tokens, expected.n_messages)
+
+
+def test_a_written_dataset_is_checked_column_wise_with_the_same_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
+
+    write_chat_jsonl([order_session(f"s{i}", name=f"고객{i}") for i in range(60)], tmp_path)
+    path = tmp_path / "train.jsonl"
+    expected = V.validate_numbered(V.iter_jsonl(path))
+    monkeypatch.setattr(V, "validate_numbered", None)  # the line-by-line path must not be needed
+    got = V.validate_range(path)
+    assert got.summary() == expected.summary() and got.n_tokens == expected.n_tokens
