@@ -117,8 +117,13 @@ def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
     try:
         if not _worker_baseline_mib and os.path.exists("/proc/self/statm"):
             _worker_baseline_mib.append(_resident_mib())
+        # The stages build millions of acyclic objects: the cyclic collector would walk the
+        # chunk's heap again and again (see `bulk.paused_gc`); one collection after the chunk
+        # (in `release_memory`) finds whatever cycles there are.
+        gc.disable()
         return fn(item)
     finally:
+        gc.enable()
         # A worker's peak is one chunk, not the sum of what it ever held. The allocators keep a
         # freed chunk's memory for the next chunk, which is faster than handing it back and
         # faulting it in again, so it is only handed back once it passes WORKER_KEEP_MIB.
@@ -201,12 +206,24 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
         while pending:
             yield pending.popleft().result()
         release_memory()  # the chunks sent and received are garbage now
+        _renew_workers(workers)
     except BrokenProcessPool:
         shutdown()
         raise
     finally:
         for future in pending:
             future.cancel()
+
+
+def _renew_workers(workers: int) -> None:
+    """Replace the workers with fresh forks once a stage is done, starting them in the background.
+
+    A worker that ran one stage's chunks starts the next stage with that stage's heap (measured:
+    the dataset stage ran 1.4x slower on workers that had cleaned and augmented before); a fresh
+    fork of the forkserver costs milliseconds, and the next stage finds it ready.
+    """
+    shutdown()
+    warm_up(workers)
 
 
 def session_slices(table: pa.Table, parts: int, column: str = "session_id") -> list[pa.Table]:

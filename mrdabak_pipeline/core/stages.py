@@ -178,13 +178,14 @@ class AugmentedSessions:
 def _augment_chunk(job: tuple[pa.Table, int, int]) -> AugmentedSessions:
     table, k, seed = job
     originals = records.sessions_from_table(table)
-    sessions = augment_core.augment_sessions(originals, k=k, seed=seed)
+    mentions: dict[Any, Any] = {}  # texts resolved while making variants, reused by their check
+    sessions = augment_core.augment_sessions(originals, k=k, seed=seed, mentions=mentions)
     by_id = {s.session_id: s for s in originals}
     worse = []
     for s in sessions:  # an original is only checked when one of its variants has a mismatch
-        n = len(augment_core.state_mismatches(s)) if s.variant else 0
+        n = len(augment_core.state_mismatches(s, mentions)) if s.variant else 0
         original = by_id.get(s.source_session_id)
-        if n and n > (len(augment_core.state_mismatches(original)) if original else 0):
+        if n and n > (len(augment_core.state_mismatches(original, mentions)) if original else 0):
             worse.append(s.session_id)
     return AugmentedSessions(
         table=records.sessions_to_table(sessions),
