@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 import numpy as np
@@ -56,6 +57,26 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
+
+
+def _table_to_ipc(table: pa.Table | pa.RecordBatch) -> tuple[Callable[[pa.Buffer], pa.Table], tuple[pa.Buffer]]:
+    """How a table crosses to or from a worker: as an Arrow IPC stream of its rows only.
+
+    Arrow's own pickling of a slice carries the buffers of the whole table it was cut from
+    (measured: each 1/16 slice of a million-row table pickled as all of its 343 MiB); the IPC
+    writer truncates every buffer to the slice.
+    """
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write(table)
+    return _table_from_ipc, (sink.getvalue(),)
+
+
+def _table_from_ipc(data: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+ForkingPickler.register(pa.Table, _table_to_ipc)
 
 
 def worker_count() -> int:

@@ -163,16 +163,27 @@ def known_values(session: Session) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def session_leaks(session: Session, forbidden: Iterable[str]) -> list[tuple[str, str]]:
-    """Structured PII and any of the session's `forbidden` real values found in its output."""
+def session_leaks(session: Session, forbidden: Iterable[str], scanned: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple[str, str]]:
+    """Structured PII and any of the session's `forbidden` real values found in its output.
+
+    `scanned` memoizes the structured scan per text across the sessions of a chunk (templated
+    assistant texts recur in every session); the forbidden values are the session's own.
+    """
     hits: list[tuple[str, str]] = []
     forbidden = [v for v in forbidden if v]
+    memo = scanned if scanned is not None else {}
     texts = [t.content for t in session.turns] + [session.customer_name or ""]
     texts += [t.order_state.get("deliveryAddress", "") for t in session.turns if t.order_state]
     for text in dict.fromkeys(texts):  # each distinct text once (states repeat the address per turn)
-        if _LEAK_HINT.search(text):  # every structured pattern needs a digit or an @
-            hits.extend(scan_text(text))
-        hits.extend(("known_value", v) for v in forbidden if v in text)
+        found = memo.get(text)
+        if found is None:  # every structured pattern needs a digit or an @
+            found = list(scan_text(text)) if _LEAK_HINT.search(text) else []
+            if len(memo) >= _SCAN_CACHE_SIZE:
+                memo.clear()
+            memo[text] = found
+        hits.extend(found)
+        if forbidden:
+            hits.extend(("known_value", v) for v in forbidden if v in text)
     return hits
 
 

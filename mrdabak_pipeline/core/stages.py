@@ -123,7 +123,8 @@ def _clean_chunk(job: tuple[pa.Table, cleaning.CleaningConfig]) -> CleanedSessio
     result = cleaning.clean_partition(raw, config)
     forbidden = {s.session_id: pii.known_values(s) for s in result.sessions}
     sessions, report = pii.pseudonymize_sessions(result.sessions)
-    leaks = Counter(kind for s in sessions for kind, _value in pii.session_leaks(s, forbidden[s.session_id]))
+    scanned: dict[str, list[tuple[str, str]]] = {}
+    leaks = Counter(kind for s in sessions for kind, _value in pii.session_leaks(s, forbidden[s.session_id], scanned))
     return CleanedSessions(
         table=records.sessions_to_table(sessions),
         summary=result.summary(),
