@@ -148,8 +148,9 @@ def _system_prefix(system_prompt: str) -> bytes:
 class _Collector:
     """The order-independent bookkeeping of a dataset build: dedup, counts, skips, high-water mark.
 
-    Shared by the in-process generator and the chunked writer, which feeds it candidates computed
-    in worker processes; either way the same examples are kept and counted.
+    Shared by the in-process generator and the column-wise writer (`chat_lines.iter_chat_blocks`),
+    which feeds it candidates computed chunk by chunk; either way the same examples are kept and
+    counted.
     """
 
     def __init__(self, ds: ChatDataset) -> None:
