@@ -215,13 +215,14 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
     if workers <= 1 or len(head) <= 1:
         yield from (fn(item) for item in itertools.chain(head, iterator))
         return
-    release_memory()  # what the previous stage dropped (its input, say) leaves before this one grows
     pool = _get_pool(workers)
     env = _forwarded_env()
     pending: deque[Future[R]] = deque()
     try:
-        for item in itertools.chain(head, iterator):
+        for i, item in enumerate(itertools.chain(head, iterator)):
             pending.append(pool.submit(_run_task, fn, env, item))
+            if i + 1 == workers:  # every worker has a chunk: meanwhile, hand back what the
+                release_memory()  # previous stage dropped (its input, say) before this one grows
             if len(pending) > workers:  # one queued behind the running ones: memory stays flat
                 yield pending.popleft().result()
         while pending:
