@@ -7,6 +7,8 @@ through real worker processes (the forkserver pool of `core.parallel`).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -78,6 +80,28 @@ def test_the_callers_environment_reaches_a_running_pool(monkeypatch: pytest.Monk
     list(parallel.imap(_worker_pid, range(2), workers=2))  # the pool exists before the change
     monkeypatch.setenv("MRDABAK_PARALLEL_PROBE", "after-start")
     assert set(parallel.imap(_env, ["MRDABAK_PARALLEL_PROBE"] * 4, workers=2)) == {"after-start"}
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.05)
+    return x * x
+
+
+def test_every_stage_gets_fresh_workers_and_threads_sharing_the_pool_are_not_disturbed() -> None:
+    first = set(parallel.imap(_worker_pid, range(6), workers=2))
+    second = set(parallel.imap(_worker_pid, range(6), workers=2))
+    assert first and second and not first & second  # renewed once the first call was done
+    results: dict[str, list[int]] = {}
+
+    def run(name: str, n: int) -> None:
+        results[name] = list(parallel.imap(_slow_square, range(n), workers=2))
+
+    threads = [threading.Thread(target=run, args=("long", 12)), threading.Thread(target=run, args=("short", 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == {"long": [x * x for x in range(12)], "short": [0, 1, 4]}
 
 
 def test_one_worker_or_a_small_input_stays_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
