@@ -1,79 +1,54 @@
 """OpenAI / Azure OpenAI fine-tuning jobs that never pay twice (pure: no Dagster import)."""
 
-from mrdabak_pipeline.core.cloud.azure import (
-    ArmTarget,
-    AzureDeploymentError,
-    default_deployment_name,
-    deploy_fine_tuned_model,
-    manual_deployment_steps,
-)
-from mrdabak_pipeline.core.cloud.client import (
-    API_KEY_ENV,
-    FAILED_STATUSES,
-    TERMINAL_STATUSES,
-    CloudCredentialsError,
-    FineTuningClient,
-    JobFailedError,
-    JobHandle,
-    Upload,
-    describe_job,
-    make_sdk_client,
-)
-from mrdabak_pipeline.core.cloud.results import (
-    ResultFileError,
-    decode_result_file,
-    parse_result_csv,
-    plot_curve,
-    summarize_curve,
-)
-from mrdabak_pipeline.core.cloud.spec import (
-    DEFAULT_BASE_MODEL,
-    DEFAULT_SUFFIX,
-    SUFFIX_MAX_LEN,
-    CloudSpecError,
-    JobSpec,
-    app_settings,
-    azure_model_name,
-    build_job_spec,
-    estimated_cost_usd,
-    parse_hparam,
-    training_cost_usd,
-    validate_suffix,
-)
-from mrdabak_pipeline.core.files import sha256_file  # re-exported: what uploads are deduplicated by
+from __future__ import annotations
 
-__all__ = [
-    "API_KEY_ENV",
-    "DEFAULT_BASE_MODEL",
-    "DEFAULT_SUFFIX",
-    "FAILED_STATUSES",
-    "SUFFIX_MAX_LEN",
-    "TERMINAL_STATUSES",
-    "ArmTarget",
-    "AzureDeploymentError",
-    "CloudCredentialsError",
-    "CloudSpecError",
-    "FineTuningClient",
-    "JobFailedError",
-    "JobHandle",
-    "JobSpec",
-    "ResultFileError",
-    "Upload",
-    "app_settings",
-    "azure_model_name",
-    "build_job_spec",
-    "decode_result_file",
-    "default_deployment_name",
-    "deploy_fine_tuned_model",
-    "describe_job",
-    "estimated_cost_usd",
-    "make_sdk_client",
-    "manual_deployment_steps",
-    "parse_hparam",
-    "parse_result_csv",
-    "plot_curve",
-    "sha256_file",
-    "summarize_curve",
-    "training_cost_usd",
-    "validate_suffix",
-]
+import importlib
+from typing import Any
+
+#: Where each public name lives. Loaded on first use: the token counting in `validation` needs
+#: only `spec`'s price table, and importing the client pulls in the OpenAI SDK (0.6 s), which
+#: every worker process of the preparation stages would otherwise pay for at start.
+_WHERE: dict[str, str] = {
+    "API_KEY_ENV": "mrdabak_pipeline.core.cloud.client",
+    "DEFAULT_BASE_MODEL": "mrdabak_pipeline.core.cloud.spec",
+    "DEFAULT_SUFFIX": "mrdabak_pipeline.core.cloud.spec",
+    "FAILED_STATUSES": "mrdabak_pipeline.core.cloud.client",
+    "SUFFIX_MAX_LEN": "mrdabak_pipeline.core.cloud.spec",
+    "TERMINAL_STATUSES": "mrdabak_pipeline.core.cloud.client",
+    "ArmTarget": "mrdabak_pipeline.core.cloud.azure",
+    "AzureDeploymentError": "mrdabak_pipeline.core.cloud.azure",
+    "CloudCredentialsError": "mrdabak_pipeline.core.cloud.client",
+    "CloudSpecError": "mrdabak_pipeline.core.cloud.spec",
+    "FineTuningClient": "mrdabak_pipeline.core.cloud.client",
+    "JobFailedError": "mrdabak_pipeline.core.cloud.client",
+    "JobHandle": "mrdabak_pipeline.core.cloud.client",
+    "JobSpec": "mrdabak_pipeline.core.cloud.spec",
+    "ResultFileError": "mrdabak_pipeline.core.cloud.results",
+    "Upload": "mrdabak_pipeline.core.cloud.client",
+    "app_settings": "mrdabak_pipeline.core.cloud.spec",
+    "azure_model_name": "mrdabak_pipeline.core.cloud.spec",
+    "build_job_spec": "mrdabak_pipeline.core.cloud.spec",
+    "decode_result_file": "mrdabak_pipeline.core.cloud.results",
+    "default_deployment_name": "mrdabak_pipeline.core.cloud.azure",
+    "deploy_fine_tuned_model": "mrdabak_pipeline.core.cloud.azure",
+    "describe_job": "mrdabak_pipeline.core.cloud.client",
+    "estimated_cost_usd": "mrdabak_pipeline.core.cloud.spec",
+    "make_sdk_client": "mrdabak_pipeline.core.cloud.client",
+    "manual_deployment_steps": "mrdabak_pipeline.core.cloud.azure",
+    "parse_hparam": "mrdabak_pipeline.core.cloud.spec",
+    "parse_result_csv": "mrdabak_pipeline.core.cloud.results",
+    "plot_curve": "mrdabak_pipeline.core.cloud.results",
+    "sha256_file": "mrdabak_pipeline.core.files",
+    "summarize_curve": "mrdabak_pipeline.core.cloud.results",
+    "training_cost_usd": "mrdabak_pipeline.core.cloud.spec",
+    "validate_suffix": "mrdabak_pipeline.core.cloud.spec",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
