@@ -5,8 +5,8 @@ turns into Python objects and dicts just to serialize them again was most of the
 so for a session table (what the assets store) the same bytes are assembled with Arrow string
 kernels: each message is a fixed JSON frame around its escaped text, and a line is the system
 message plus the session's frames joined by commas. JSON string escaping is two substring
-replacements (backslash, quote) for text without control characters; the few texts with control
-characters, and the distinct order states, are escaped by orjson itself.
+replacements (backslash, quote) for text without control characters (the few texts with control
+characters are escaped by orjson itself), and each distinct order state is written once.
 
 Sessions the kernels cannot vouch for (no assistant turn, a role other than user/assistant, a
 blank or missing text) go through `chat_format` one by one, so every rule about what is NOT an
@@ -42,9 +42,9 @@ from mrdabak_pipeline.core.chat_format import (
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.records import _datetimes, _state_groups, sessions_from_table
 
-#: Session rows per chunk below which the table is formatted in this process.
+#: Session rows per worker chunk below which the table is formatted in this process.
 MIN_CHUNK_SESSIONS = 5_000
-#: Session rows per chunk at most, in one process too: a chunk's lines are one Arrow string
+#: Session rows per chunk at most, in this process too: a chunk's lines are one Arrow string
 #: array (under 2 GiB) and its frames are what the stage holds at a time.
 MAX_CHUNK_SESSIONS = 4_000
 #: The columns and directions of `chat_format._order_key`, for sorting a session table the same
@@ -294,7 +294,8 @@ def iter_chat_blocks(
             yield split, line + b"\n"
         return
     table = sessions
-    parts = max(parallel.chunk_count(table.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=8), -(-table.num_rows // MAX_CHUNK_SESSIONS))
+    spread = parallel.chunk_count(table.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=8)
+    parts = max(spread, -(-table.num_rows // MAX_CHUNK_SESSIONS))
     order = pc.sort_indices(table, sort_keys=_ORDER_COLUMNS).to_numpy()
     bounds = [table.num_rows * i // parts for i in range(parts + 1)]
     jobs = (
@@ -302,7 +303,7 @@ def iter_chat_blocks(
         for a, b in zip(bounds, bounds[1:], strict=False)
     )
     collector = _Collector(ds)
-    for chunk in parallel.imap(_chunk_job, jobs, workers):
+    for chunk in parallel.imap(_chunk_job, jobs, workers if spread > 1 else 1):
         for session_id, reason in chunk.skipped:
             collector.skip(session_id, reason)
         dropped: dict[str, list[int]] = {TRAIN: [], VALIDATION: []}

@@ -93,3 +93,21 @@ def test_escape_json_is_orjson_inside_the_quotes(texts: list[str | None], start:
 def test_state_json_is_orjson_of_the_set_keys(states: list[dict | None]) -> None:
     column = pa.array(states, ORDER_STATE_TYPE)
     assert chat_lines.state_json(column).to_pylist() == [orjson.dumps(s or {}).decode() for s in states]
+
+
+def test_a_small_table_is_cut_into_chunks_but_formatted_in_this_process(monkeypatch) -> None:
+    sessions = [order_session(f"o{i}", created_at=datetime(2025, 3, 1, 12) + timedelta(minutes=i), name=f"김민{chr(0xAC00 + i)}") for i in range(7)]
+    (whole, _), _ = _both_ways(sessions, "json", "시스템")
+    calls = []
+    real_imap = chat_lines.parallel.imap
+
+    def spy(fn, items, workers=None):
+        items = list(items)
+        calls.append((len(items), workers))
+        return real_imap(fn, items, workers)
+
+    monkeypatch.setattr(chat_lines, "MAX_CHUNK_SESSIONS", 2)
+    monkeypatch.setattr(chat_lines.parallel, "imap", spy)
+    (chunked, _), (expected, _) = _both_ways(sessions, "json", "시스템")
+    assert chunked == expected == whole
+    assert calls == [(4, 1)]  # four chunks of at most two sessions, no worker process
