@@ -47,6 +47,8 @@ MIN_CHUNK_SESSIONS = 5_000
 #: Session rows per chunk at most, in this process too: a chunk's lines are one Arrow string
 #: array (under 2 GiB) and its frames are what the stage holds at a time.
 MAX_CHUNK_SESSIONS = 4_000
+#: Lines of the per-session path handed to the writer at a time.
+_LINES_PER_BLOCK = 512
 #: The columns and directions of `chat_format._order_key`, for sorting a session table the same
 #: way. Nulls first, as `_order_key` puts a missing created_at at datetime.min.
 _ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
@@ -80,7 +82,7 @@ def _control_rows(values: pa.Array) -> np.ndarray:
     in UTF-8 no byte below 0x20 is part of any other character."""
     if len(values) == 0 or values.buffers()[2] is None:
         return np.zeros(0, dtype=np.int64)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    offsets = _offsets(values)
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     hits = np.flatnonzero(data < 0x20)
     if not len(hits):
@@ -146,7 +148,9 @@ def _last_per_session(mask: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return last
 
 
-def _frames(flat: pa.StructArray, rows: np.ndarray, sessions: np.ndarray, starts: np.ndarray, target: Target) -> tuple[pa.Array, np.ndarray]:
+def _frames(
+    flat: pa.StructArray, is_assistant: np.ndarray, rows: np.ndarray, sessions: np.ndarray, starts: np.ndarray, target: Target
+) -> tuple[pa.Array, np.ndarray]:
     """(each given turn as its JSON message, per turn 1 where it gets ``"weight": 0``).
 
     User and assistant turns are framed apart and interleaved back in turn order.
@@ -163,7 +167,6 @@ def _frames(flat: pa.StructArray, rows: np.ndarray, sessions: np.ndarray, starts
         # The order state an assistant turn is trained on: its own, else the last one an earlier
         # assistant turn of the session had, else {} (then with weight 0, see session_messages).
         states = flat.field("order_state")
-        is_assistant = pc.equal(flat.field("role"), "assistant").to_numpy(zero_copy_only=False)
         known = states.is_valid().to_numpy(zero_copy_only=False) & is_assistant
         latest = np.maximum.accumulate(np.where(known, np.arange(len(known)), -1))[assistant_rows]
         latest = np.where(latest >= starts[sessions[~is_user]], latest, -1)  # an earlier session's state is not this one's
@@ -202,7 +205,7 @@ def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str,
     slow = (last < 0) | (np.bincount(session_of[odd_turn], minlength=n) > 0)
 
     fast_rows = np.flatnonzero(kept & ~slow[session_of])
-    frames, untrained_turns = _frames(flat, fast_rows, session_of[fast_rows], starts, target)
+    frames, untrained_turns = _frames(flat, is_assistant, fast_rows, session_of[fast_rows], starts, target)
     fast_sessions = np.flatnonzero(~slow)
     per_session = np.bincount(session_of[fast_rows], minlength=n)[fast_sessions]
     untrained = np.bincount(session_of[fast_rows], weights=untrained_turns, minlength=n)[fast_sessions].astype(np.int64)
@@ -226,7 +229,7 @@ def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str,
     slow_meta = iter(slow_candidates)
     untrained_of = dict(zip(fast_sessions.tolist(), untrained.tolist(), strict=True))
     buffer = memoryview(lines.buffers()[2] or b"")
-    bounds = _offsets(lines)
+    bounds = _offsets(lines).tolist()
     splits: dict[str, str] = {}
     out = ChunkLines([], [], {})
     rows: dict[str, list[int]] = {TRAIN: [], VALIDATION: []}
@@ -255,15 +258,15 @@ def _chunk_job(job: tuple[pa.Table, np.ndarray, str, str, float]) -> ChunkLines:
     return table_chunk_lines(rows.take(pa.array(order, pa.int64())), *options)
 
 
-def _offsets(lines: pa.Array) -> list[int]:
-    """Where each line of a string array starts in its data buffer, and where the last one ends."""
-    return np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4).tolist()
+def _offsets(lines: pa.Array) -> np.ndarray:
+    """Where each string of a string array starts in its data buffer, and where the last one ends."""
+    return np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
 
 
 def _blocks(lines: pa.Array, dropped: list[int]) -> Iterator[memoryview]:
     """The lines (each with its newline) but the `dropped` ones, as runs of consecutive lines,
     straight from the array's buffer: no copy, whatever is dropped."""
-    bounds = _offsets(lines)
+    bounds = _offsets(lines).tolist()
     data = memoryview(lines.buffers()[2] or b"")
     start = 0
     for i in [*dropped, len(lines)]:
@@ -290,8 +293,15 @@ def iter_chat_blocks(
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     if not isinstance(sessions, pa.Table):
+        pending: dict[str, list[bytes]] = {TRAIN: [], VALIDATION: []}
         for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
-            yield split, line + b"\n"
+            pending[split].append(line)
+            if len(pending[split]) >= _LINES_PER_BLOCK:
+                yield split, b"\n".join(pending[split]) + b"\n"
+                pending[split].clear()
+        for split, lines in pending.items():
+            if lines:
+                yield split, b"\n".join(lines) + b"\n"
         return
     table = sessions
     spread = parallel.chunk_count(table.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=8)

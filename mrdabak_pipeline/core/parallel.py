@@ -55,12 +55,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_active = [0]  # imap calls using the pool right now (threads of one process may share it)
+_active = 0  # imap calls using the pool right now (threads of one process may share it)
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
-def _table_to_ipc(table: pa.Table | pa.RecordBatch) -> tuple[Callable[[pa.Buffer], pa.Table], tuple[pa.Buffer]]:
+def _table_to_ipc(table: pa.Table) -> tuple[Callable[[pa.Buffer], pa.Table], tuple[pa.Buffer]]:
     """How a table crosses to or from a worker: as an Arrow IPC stream of its rows only.
 
     Arrow's own pickling of a slice carries the buffers of the whole table it was cut from
@@ -128,17 +128,18 @@ def _resident_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-_worker_baseline_mib: list[float] = []
+_worker_baseline_mib: float | None = None  # a worker's resident memory before its first chunk
 
 
 def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
     """Worker side: take the parent's stage environment, then run one chunk."""
+    global _worker_baseline_mib
     for key in [k for k in os.environ if k.startswith(FORWARDED_ENV_PREFIXES) and k not in env]:
         del os.environ[key]
     os.environ.update(env)
     try:
-        if not _worker_baseline_mib and os.path.exists("/proc/self/statm"):
-            _worker_baseline_mib.append(_resident_mib())
+        if _worker_baseline_mib is None and os.path.exists("/proc/self/statm"):
+            _worker_baseline_mib = _resident_mib()
         # The stages build millions of acyclic objects: the cyclic collector would walk the
         # chunk's heap again and again (see `bulk.paused_gc`); one collection after the chunk
         # (in `release_memory`) finds whatever cycles there are.
@@ -149,7 +150,7 @@ def _run_task(fn: Callable[[Any], Any], env: dict[str, str], item: Any) -> Any:
         # A worker's peak is one chunk, not the sum of what it ever held. The allocators keep a
         # freed chunk's memory for the next chunk, which is faster than handing it back and
         # faulting it in again, so it is only handed back once it passes WORKER_KEEP_MIB.
-        if not _worker_baseline_mib or _resident_mib() - _worker_baseline_mib[0] > WORKER_KEEP_MIB:
+        if _worker_baseline_mib is None or _resident_mib() - _worker_baseline_mib > WORKER_KEEP_MIB:
             release_memory()
 
 
@@ -219,8 +220,9 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -
     pool = _get_pool(workers)
     env = _forwarded_env()
     pending: deque[Future[R]] = deque()
+    global _active
     with _lock:
-        _active[0] += 1
+        _active += 1
     finished = False
     try:
         for i, item in enumerate(itertools.chain(head, iterator)):
@@ -250,11 +252,11 @@ def _stage_done(workers: int, renew: bool) -> None:
     the dataset stage ran 1.4x slower on workers that had cleaned and augmented before); a fresh
     fork of the forkserver costs milliseconds, and the next stage finds it ready.
     """
-    global _pool
+    global _pool, _active
     retired = None
     with _lock:
-        _active[0] -= 1
-        if renew and _active[0] == 0:
+        _active -= 1
+        if renew and _active == 0:
             retired, _pool = _pool, None
     if retired is not None:
         retired.shutdown(wait=True)

@@ -172,16 +172,11 @@ def _states(column: pa.StructArray) -> list[dict[str, Any] | None]:
     them out: order states are values, treat them as read-only (every stage copies before it
     changes one).
     """
-    distinct, group = distinct_states(column)
-    return [distinct[g] for g in group.tolist()]
-
-
-def distinct_states(column: pa.StructArray) -> tuple[list[dict[str, Any] | None], np.ndarray]:
-    """(each distinct order state as a dict (None for a null state), per row the index of its state)."""
     if not len(column):
-        return [], np.zeros(0, dtype=np.int64)
+        return []
     first, group = _state_groups(column)
-    return [_state_dict(row) for row in column.take(pa.array(first, pa.int64())).to_pylist()], group
+    distinct = [_state_dict(row) for row in column.take(pa.array(first, pa.int64())).to_pylist()]
+    return [distinct[g] for g in group.tolist()]
 
 
 def sessions_from_table(table: pa.Table) -> list[Session]:

@@ -237,6 +237,15 @@ class TokenCache(dict[str, int]):
         super().__init__()
         self.max_strings = TOKEN_CACHE_MAX_STRINGS if max_strings is None else max_strings
 
+    def add(self, distinct: list[str], encoding: tiktoken.Encoding, num_threads: int | None) -> None:
+        """Encode whichever of `distinct` (no repeats) are not cached yet, in one batch."""
+        new = [v for v in distinct if v not in self]
+        if self and len(self) + len(new) > self.max_strings:
+            self.clear()  # start over; these strings are all "new" again
+            new = distinct
+        if new:
+            self.update(zip(new, token_lengths(new, encoding, num_threads), strict=True))
+
 
 def _string_values(parsed: list[list[dict[str, Any]]]) -> tuple[list[list[str]], list[list[str]], list[int]]:
     """Per example: every string value of its messages, its assistant contents, its ``name`` keys."""
@@ -269,12 +278,7 @@ def _count_messages(
     """`count_tokens_fast` over each example's countable messages (`_messages`), already extracted."""
     lengths = cache if cache is not None else TokenCache()
     values, assistant, names = _string_values(parsed)
-    new = list(dict.fromkeys(v for vals in values for v in vals if v not in lengths))
-    if lengths and len(lengths) + len(new) > lengths.max_strings:
-        lengths.clear()  # start over; this chunk's strings are all "new" again
-        new = list(dict.fromkeys(v for vals in values for v in vals))
-    if new:
-        lengths.update(zip(new, token_lengths(new, encoding, num_threads), strict=True))
+    lengths.add(list(dict.fromkeys(v for vals in values for v in vals)), encoding, num_threads)
     get = lengths.__getitem__
     totals = [
         TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages) + sum(map(get, vals)) + TOKENS_PER_NAME * n if messages else 0
@@ -444,18 +448,19 @@ def validate_numbered(
 MIN_CHUNK_BYTES = 16 * 2**20
 
 
-def line_ranges(path: str | Path, parts: int) -> list[tuple[int, int]]:
-    """``(start, end)`` byte ranges covering the file, each starting at a line start."""
-    size = os.path.getsize(path)
-    starts = {0}
+def line_ranges(path: str | Path, parts: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """``[start, end)`` (default: the whole file) as about `parts` byte ranges, each starting at a
+    line start (`start` must be one)."""
+    end = os.path.getsize(path) if end is None else end
+    starts = {start}
     with open(path, "rb") as fh:
         for i in range(1, parts):
-            fh.seek(size * i // parts)
+            fh.seek(start + (end - start) * i // parts)
             fh.readline()  # finish the line the cut fell into
-            if fh.tell() < size:
+            if fh.tell() < end:
                 starts.add(fh.tell())
-    bounds = [*sorted(starts), size]
-    return list(zip(bounds, bounds[1:], strict=False))
+    bounds = [*sorted(starts), end]
+    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def merge_reports(parts: Sequence[ValidationReport], max_listed: int = 5) -> ValidationReport:
@@ -530,7 +535,9 @@ def _arrow_examples(data: bytes) -> pa.ListArray | None:
     return table.column("messages").combine_chunks()
 
 
-def _arrow_report(messages: pa.ListArray, encoding: ResolvedEncoding, limit: int, cache: TokenCache, max_listed: int = 5) -> ValidationReport | None:
+def _arrow_report(
+    messages: pa.ListArray, encoding: ResolvedEncoding, limit: int, cache: TokenCache, num_threads: int | None, max_listed: int = 5
+) -> ValidationReport | None:
     """`validate_numbered`'s report for lines without a format error; None if one has any."""
     if messages.null_count or (len(messages) and pc.min(pc.list_value_length(messages)).as_py() == 0):
         return None  # no messages list, or an empty one
@@ -549,8 +556,8 @@ def _arrow_report(messages: pa.ListArray, encoding: ResolvedEncoding, limit: int
     role_codes = {r: pc.equal(roles, r).to_numpy(zero_copy_only=False) for r in ("system", "user", "assistant")}
     if (per_example(role_codes["assistant"]) == 0).any():
         return None  # example_missing_assistant_message
-    content_tokens = _string_tokens(contents, encoding, cache)
-    tokens = content_tokens + _string_tokens(roles, encoding, cache)
+    content_tokens = _string_tokens(contents, encoding, cache, num_threads)
+    tokens = content_tokens + _string_tokens(roles, encoding, cache, num_threads)
     totals = TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * n_messages + np.bincount(example_of, weights=tokens, minlength=len(messages)).astype(np.int64)
     assistant = np.bincount(example_of, weights=np.where(role_codes["assistant"], content_tokens, 0), minlength=len(messages)).astype(np.int64)
     warnings: Counter[str] = Counter()
@@ -569,31 +576,13 @@ def _arrow_report(messages: pa.ListArray, encoding: ResolvedEncoding, limit: int
     )
 
 
-def _string_tokens(values: pa.Array, encoding: ResolvedEncoding, cache: TokenCache) -> np.ndarray:
+def _string_tokens(values: pa.Array, encoding: ResolvedEncoding, cache: TokenCache, num_threads: int | None) -> np.ndarray:
     """Token count of each string, each distinct string encoded once (and once per `cache`)."""
     enc = values.dictionary_encode()
     distinct = enc.dictionary.to_pylist()
-    new = [v for v in distinct if v not in cache]
-    if len(cache) + len(new) > cache.max_strings:
-        cache.clear()
-        new = distinct
-    if new:
-        cache.update(zip(new, token_lengths(new, encoding.encoding, 1), strict=True))
+    cache.add(distinct, encoding.encoding, num_threads)
     counts = np.array([cache[v] for v in distinct], dtype=np.int64)
     return counts[enc.indices.to_numpy(zero_copy_only=False)]
-
-
-def _line_blocks(path: str | Path, start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` cut into byte ranges of whole lines of about `size` bytes."""
-    with open(path, "rb") as fh:
-        pos = start
-        while pos < end:
-            fh.seek(min(pos + size, end))
-            if fh.tell() < end:
-                fh.readline()
-            cut = min(fh.tell(), end) if pos + size < end else end
-            yield pos, cut
-            pos = cut
 
 
 def validate_range(
@@ -612,10 +601,10 @@ def validate_range(
     cache = TokenCache()
     parts = []
     with open(path, "rb") as fh:
-        for a, b in _line_blocks(path, start, end, ARROW_BLOCK_BYTES):
+        for a, b in line_ranges(path, -(-(end - start) // ARROW_BLOCK_BYTES), start, end):
             fh.seek(a)
             messages = _arrow_examples(fh.read(b - a))
-            report = _arrow_report(messages, resolved, limit, cache) if messages is not None else None
+            report = _arrow_report(messages, resolved, limit, cache, num_threads) if messages is not None else None
             if report is None:
                 report = validate_numbered(iter_jsonl(path, a, b), model, encoding=resolved, num_threads=num_threads)
             parts.append(report)
