@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,19 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
 SPLIT_SALT = "mrdabak-split-v1"
 TRAIN, VALIDATION = "train", "validation"
-#: The hand-written evaluation set, committed with the code (``data/`` is otherwise git-ignored).
-GOLDEN_PATH = Path(__file__).resolve().parents[2] / "data" / "golden" / "golden.jsonl"
+
+
+def packaged_golden_path() -> Path:
+    """The hand-written evaluation set shipped inside the package (``[tool.setuptools.package-data]``).
+
+    Why package data and not the source tree: a wheel, a non-editable install or a container image
+    has no ``data/`` folder, and evaluation must find the same set there as in a checkout.
+    """
+    return Path(str(resources.files("mrdabak_pipeline") / "golden" / "golden.jsonl"))
+
+
+#: The default golden set (see `packaged_golden_path`).
+GOLDEN_PATH = packaged_golden_path()
 
 
 class Target(StrEnum):
