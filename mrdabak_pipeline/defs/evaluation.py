@@ -29,6 +29,7 @@ from mrdabak_pipeline.core.evaluation.generate import OpenAIChatGenerator, gener
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
+from mrdabak_pipeline.core.files import atomic_write_bytes
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 
@@ -55,10 +56,23 @@ class EvaluationConfig(Config):
     gate_source: str = "all"
 
 
-def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path | None:
-    # The data root's own golden set first, else the committed one (core.chat_format.GOLDEN_PATH).
-    candidates = [Path(config.golden_path)] if config.golden_path else [data_paths.root_path / "golden" / "golden.jsonl", GOLDEN_PATH]
-    return next((p for p in candidates if p.exists()), None)
+def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path:
+    """The golden set to evaluate on: the configured file, else the data root's own, else the packaged one.
+
+    Why a missing set fails instead of being skipped: a report without the golden items looks
+    like a complete one, and the gate would then promote on validation figures alone.
+    """
+    if config.golden_path:
+        path = Path(config.golden_path)
+        if not path.is_file():
+            raise Failure(description=f"configured golden_path {path} does not exist", allow_retries=False)
+        return path
+    own = data_paths.root_path / "golden" / "golden.jsonl"
+    if own.is_file():
+        return own
+    if not GOLDEN_PATH.is_file():  # a broken install: package data missing from the wheel or image
+        raise Failure(description=f"the packaged golden set {GOLDEN_PATH} is missing", allow_retries=False)
+    return GOLDEN_PATH
 
 
 @asset(
@@ -79,15 +93,12 @@ def evaluation_report(
     items, item_skips = items_from_examples(val_examples, "validation", config.max_items)
     skipped += item_skips
     golden = _golden_path(config, data_paths)
-    if golden is None:
-        context.log.warning("no golden set found (data/golden/golden.jsonl): evaluating on validation only")
-    else:
-        # load_golden raises GoldenFormatError naming the line: a broken hand-written set is a bug
-        # to fix, not something to evaluate around.
-        g_examples = [{"id": g.id, "category": g.category, "messages": g.messages} for g in load_golden(golden)]
-        g_items, g_skips = items_from_examples(g_examples, "golden", config.max_golden_items, last_turn_only=True)
-        items += g_items
-        skipped += g_skips
+    # load_golden raises GoldenFormatError naming the line: a broken hand-written set is a bug
+    # to fix, not something to evaluate around.
+    g_examples = [{"id": g.id, "category": g.category, "messages": g.messages} for g in load_golden(golden)]
+    g_items, g_skips = items_from_examples(g_examples, "golden", config.max_golden_items, last_turn_only=True)
+    items += g_items
+    skipped += g_skips
     judge = None
     if config.judge_model:
         judge_gen = OpenAIChatGenerator(config.judge_model, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env)
@@ -186,8 +197,10 @@ def promoted_model(context: AssetExecutionContext, data_paths: DataPathsResource
         "report": evaluation_report["paths"]["markdown"],
         "metrics": {k: v["value"] for k, v in evaluation_report["metrics"]["fine_tuned"]["all"].items()},
     }
-    pointer = data_paths.sub("models") / "promoted.json"
-    pointer.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
+    # What production reads: replaced whole (temp file + rename), never seen half-written.
+    pointer = atomic_write_bytes(
+        data_paths.sub("models") / "promoted.json", json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8")
+    )
     context.add_output_metadata(
         {
             "backend": serving["backend"],

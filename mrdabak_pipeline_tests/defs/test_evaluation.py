@@ -238,3 +238,91 @@ def test_local_tiny_models_through_the_asset(data_root: Path, tmp_path: Path) ->
     assert _check_outcomes(result)["json_validity_gate"] is False
     assert not result.asset_materializations_for_node("promoted_model")
     assert result.asset_materializations_for_node("evaluation_report")
+
+
+# --- Nothing written where it must not be (issue 15, item 4) -----------------------------------
+
+
+def _passing_reply() -> Any:
+    answers = _answers()
+    return lambda model, msgs: answers.get(msgs[-1]["content"], "?") if model.startswith("ft:") else "모르겠어요"
+
+
+def test_configured_golden_path_that_does_not_exist_fails_the_asset(data_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "golden.jsonl"
+    with fake_openai_server(_passing_reply()) as srv:
+        result = _run(data_root, _cloud_value(srv["base_url"]), eval_config={"golden_path": str(missing)})
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "evaluation_report"
+    assert f"configured golden_path {missing} does not exist" in str(failure.event_specific_data.error)
+    assert not result.asset_materializations_for_node("evaluation_report")
+    assert not (data_root / "models" / "promoted.json").exists()
+
+
+def test_default_golden_set_is_the_packaged_one(data_root: Path) -> None:
+    from mrdabak_pipeline.core.chat_format import GOLDEN_PATH, load_golden
+
+    (data_root / "golden" / "golden.jsonl").unlink()  # no set of the data root's own
+    assert GOLDEN_PATH.parent.parent == Path(__import__("mrdabak_pipeline").__file__).parent
+    n_packaged = len(load_golden(GOLDEN_PATH))
+    with fake_openai_server(_passing_reply()) as srv:
+        result = _run(data_root, _cloud_value(srv["base_url"]), eval_config={"max_golden_items": 3})
+    report = result.output_for_node("evaluation_report")
+    assert n_packaged >= 3 and report["sources"]["golden"] == 3
+
+
+def test_missing_packaged_golden_set_fails_loudly(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mrdabak_pipeline.defs import evaluation as evaluation_defs
+
+    (data_root / "golden" / "golden.jsonl").unlink()
+    monkeypatch.setattr(evaluation_defs, "GOLDEN_PATH", tmp_path / "site-packages" / "golden.jsonl")
+    with fake_openai_server(_passing_reply()) as srv:
+        result = _run(data_root, _cloud_value(srv["base_url"]))
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "evaluation_report"
+    assert "packaged golden set" in str(failure.event_specific_data.error)
+    assert not result.asset_materializations_for_node("evaluation_report")
+
+
+def test_promoted_pointer_is_never_left_half_written(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that dies midway (disk full) leaves the previous promoted.json whole."""
+    import errno
+    import pathlib
+
+    with fake_openai_server(_passing_reply()) as srv:
+        first = _run(data_root, _cloud_value(srv["base_url"]))
+    assert first.success
+    models = data_root / "models"
+    before = (models / "promoted.json").read_bytes()
+    assert json.loads(before)["model_id"] == "ft:gpt-4o-mini:mrdabak:1"
+
+    real_open = pathlib.Path.open
+
+    class _DiskFull:
+        """Writes half of what it is given, then fails like a full disk."""
+
+        def __init__(self, fh: Any) -> None:
+            self._fh = fh
+
+        def write(self, data: Any) -> int:
+            self._fh.write(data[: len(data) // 2])
+            self._fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self) -> _DiskFull:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._fh.close()
+
+    def open_disk_full(self: pathlib.Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(self, mode, *args, **kwargs)
+        return _DiskFull(fh) if "w" in mode and self.parent == models else fh
+
+    monkeypatch.setattr(pathlib.Path, "open", open_disk_full)
+    again = _run(data_root, _cloud_value("http://127.0.0.1:9/v1"), selection=["promoted_model"])
+    monkeypatch.undo()
+    failure = next(e for e in again.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "promoted_model" and "No space left" in str(failure.event_specific_data.error)
+    assert (models / "promoted.json").read_bytes() == before  # production still points at a whole file
+    assert sorted(p.name for p in models.iterdir()) == ["promoted.json"]  # no temp file left behind
