@@ -28,6 +28,7 @@ from mrdabak_pipeline.core.dataset_build import (
     write_preference_dataset,
 )
 from mrdabak_pipeline.core.db import make_engine, read_raw_window
+from mrdabak_pipeline.core.prompts import PromptKind
 from mrdabak_pipeline.core.validation import DEFAULT_MODEL
 
 DATA_DIR_ENV = "MRDABAK_DATA_DIR"
@@ -85,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         sessions = prepared_sessions(db_url, args.days, args.augment, args.seed)
     try:
         value = write_openai_dataset(
-            sessions, out / "openai", target=args.target, validation_fraction=args.validation_fraction, model=args.model
+            sessions, out / "openai", target=args.target, validation_fraction=args.validation_fraction, model=args.model,
+            prompt=args.prompt,
         )
     except EmptyDatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -98,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         hf = write_huggingface_dataset(value["train_path"], value["validation_path"], out / "huggingface")
         print(f"huggingface: {hf['path']} (load_from_disk; JSONL: {hf['train_jsonl']}, {hf['validation_jsonl']})")
     if args.dpo:
-        dpo = write_preference_dataset(records.sessions_from_table(sessions), out / "dpo", target=args.target, validation_fraction=args.validation_fraction)
+        dpo = write_preference_dataset(records.sessions_from_table(sessions), out / "dpo", target=args.target, validation_fraction=args.validation_fraction, prompt=args.prompt)
         print(f"dpo: {dpo['pair_count']} preference pairs in {out / 'dpo'}")
     return 0
 
@@ -110,6 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: $MRDABAK_DB_URL or data/mrdabak.db)")
     p.add_argument("--out", default=None, help="output folder (default: $MRDABAK_DATA_DIR/datasets)")
     p.add_argument("--target", choices=[t.value for t in Target], default=Target.JSON.value)
+    p.add_argument("--prompt", choices=[k.value for k in PromptKind], default=PromptKind.SHORT.value,
+                   help="system prompt of the examples (both carry the conversation's now): short (fine-tuning) or full")
     p.add_argument("--validation-fraction", type=float, default=DEFAULT_VALIDATION_FRACTION)
     p.add_argument("--model", default=DEFAULT_MODEL, help="base model for token counts and the cost estimate")
     p.add_argument("--days", type=int, default=None, help="only sessions of the last N days (default: all)")

@@ -1,7 +1,7 @@
 """Sessions -> OpenAI chat fine-tuning examples; the stable train/validation split; the golden set.
 
-One example per conversation: the system prompt (`domain.SYSTEM_PROMPT`, the one place the
-assistant's role and rules are written), then the turns. The assistant's side is either the app's
+One example per conversation: the system prompt (`prompts.system_prompt`: the versioned template
+of the chosen kind, carrying the moment the conversation started), then the turns. The assistant's side is either the app's
 JSON (``{"message": ..., "orderState": {...}}``, `domain.assistant_target`; the default, because
 the production app parses it) or the reply text only.
 
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core.domain import (
-    SYSTEM_PROMPT,
     OrderStateError,
     Session,
     assistant_target,
     parse_assistant_reply,
 )
 from mrdabak_pipeline.core.files import json_bytes
+from mrdabak_pipeline.core.prompts import PromptKind, parse_now, system_prompt
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
@@ -78,7 +78,18 @@ def split_of(source_session_id: str, validation_fraction: float = DEFAULT_VALIDA
     return VALIDATION if split_score(source_session_id, salt) < validation_fraction else TRAIN
 
 
-def session_messages(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, Any]]:
+def session_system_prompt(session: Session, prompt: PromptKind | str = PromptKind.SHORT) -> str:
+    """The system message of a logged conversation: the `prompt` kind at the session's start.
+
+    The start (`created_at`, Seoul wall clock) is the "now" relative dates in the customer's
+    words were said against; without it the example would teach guessing, so it is refused.
+    """
+    if session.created_at is None:
+        raise ExampleError("no conversation time (created_at): its relative dates cannot be resolved")
+    return system_prompt(session.created_at, prompt)
+
+
+def session_messages(session: Session, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> list[dict[str, Any]]:
     """The chat messages of one session; raises `ExampleError` when there is nothing to learn.
 
     Trailing customer turns (no reply to learn from) are dropped. With the JSON target an
@@ -91,7 +102,7 @@ def session_messages(session: Session, target: Target | str = Target.JSON, syste
         turns.pop()
     if not turns:
         raise ExampleError("no assistant turn")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": session_system_prompt(session, prompt)}]
     state: Mapping[str, Any] | None = None
     for i, turn in enumerate(turns):
         if turn.role not in ("user", "assistant"):
@@ -114,9 +125,9 @@ def session_messages(session: Session, target: Target | str = Target.JSON, syste
     return messages
 
 
-def session_to_example(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> dict[str, Any]:
+def session_to_example(session: Session, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> dict[str, Any]:
     """An OpenAI chat fine-tuning example: ``{"messages": [...]}``."""
-    return {"messages": session_messages(session, target, system_prompt)}
+    return {"messages": session_messages(session, target, prompt)}
 
 
 @dataclass
@@ -151,10 +162,11 @@ def _order_key(s: Session) -> tuple[datetime, str, int, str]:
     return (s.created_at or datetime.min, s.source_session_id, s.variant, s.session_id)
 
 
-@lru_cache(maxsize=8)
-def _system_prefix(system_prompt: str) -> bytes:
-    """The start of every line, up to and including the system message, serialized once."""
-    return b'{"messages":[' + json_bytes({"role": "system", "content": system_prompt})
+@lru_cache(maxsize=4096)
+def system_prefix(system_text: str) -> bytes:
+    """The start of a line, up to and including the system message (conversations that started
+    in the same minute share it, so it is serialized once per minute, not per example)."""
+    return b'{"messages":[' + json_bytes({"role": "system", "content": system_text})
 
 
 class _Collector:
@@ -198,7 +210,7 @@ class _Collector:
                 yield c[5], c[6], c[4]
 
 
-def _example_line(session: Session, target: Target, system_prompt: str) -> tuple[list[dict[str, Any]], bytes, bytes]:
+def _example_line(session: Session, target: Target, prompt: PromptKind | str) -> tuple[list[dict[str, Any]], bytes, bytes]:
     """(messages, JSONL line, dedup key) of one session; raises `ExampleError` like `session_messages`.
 
     The line is `files.json_bytes({"messages": messages})`, byte for byte, but the system message,
@@ -206,9 +218,9 @@ def _example_line(session: Session, target: Target, system_prompt: str) -> tuple
     example. Two examples are the same exactly when their lines are (the messages' keys always
     come in the same order), so the key is a digest of the line (`line_key`).
     """
-    messages = session_messages(session, target, system_prompt)
+    messages = session_messages(session, target, prompt)
     rest = json_bytes(messages[1:])  # never empty: an example has at least one assistant turn
-    line = _system_prefix(system_prompt) + b"," + rest[1:] + b"}"
+    line = system_prefix(messages[0]["content"]) + b"," + rest[1:] + b"}"
     return messages, line, line_key(line)
 
 
@@ -225,13 +237,13 @@ def _untrained(messages: list[dict[str, Any]]) -> int:
 
 
 def _candidates(
-    sessions: Iterable[Session], target: Target, system_prompt: str, fraction: float, keep_messages: bool
+    sessions: Iterable[Session], target: Target, prompt: PromptKind | str, fraction: float, keep_messages: bool
 ) -> Iterator[tuple[Any, ...]]:
     """Per session, in order: ``("skip", session_id, reason)`` or
     ``(key, source_session_id, created_at, untrained, line, split, messages or None)``."""
     for session in sessions:
         try:
-            messages, line, key = _example_line(session, target, system_prompt)
+            messages, line, key = _example_line(session, target, prompt)
         except ExampleError as exc:
             yield ("skip", session.session_id, str(exc))
             continue
@@ -243,7 +255,7 @@ def iter_chat_examples(
     sessions: Iterable[Session],
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    system_prompt: str = SYSTEM_PROMPT,
+    prompt: PromptKind | str = PromptKind.SHORT,
     stats: ChatDataset | None = None,
 ) -> Iterator[tuple[str, dict[str, Any], bytes]]:
     """``(split, example, JSONL line as UTF-8)`` for every usable session, deduplicated, in file order.
@@ -254,7 +266,7 @@ def iter_chat_examples(
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     ordered = sorted(sessions, key=_order_key)
-    for split, messages, line in _Collector(ds).collect(_candidates(ordered, Target(target), system_prompt, ds.validation_fraction, True)):
+    for split, messages, line in _Collector(ds).collect(_candidates(ordered, Target(target), prompt, ds.validation_fraction, True)):
         yield split, {"messages": messages}, line
 
 
@@ -262,7 +274,7 @@ def build_chat_dataset(
     sessions: Iterable[Session],
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    system_prompt: str = SYSTEM_PROMPT,
+    prompt: PromptKind | str = PromptKind.SHORT,
 ) -> ChatDataset:
     """Examples for every usable session, split by source session, in a deterministic order.
 
@@ -273,7 +285,7 @@ def build_chat_dataset(
     `dataset_build.write_openai_dataset` does), which streams.
     """
     ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    for split, example, _line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
+    for split, example, _line in iter_chat_examples(sessions, target, validation_fraction, prompt, ds):
         (ds.train if split == TRAIN else ds.validation).append(example)
     return ds
 
@@ -287,10 +299,15 @@ class GoldenFormatError(ValueError):
 
 @dataclass(frozen=True)
 class GoldenExample:
-    """A hand-written conversation whose last assistant message is the reference answer."""
+    """A hand-written conversation whose last assistant message is the reference answer.
+
+    `messages` starts with the system message rendered for the conversation's `now` (the kind
+    `load_golden` was asked for); evaluation re-renders it for each model's own prompt kind.
+    """
 
     id: str
     category: str
+    now: datetime
     messages: list[dict[str, str]]
 
     @property
@@ -310,11 +327,16 @@ class GoldenExample:
         return {"messages": self.messages}
 
 
-def load_golden(path: str | Path | None = None, system_prompt: str = SYSTEM_PROMPT) -> list[GoldenExample]:
-    """Read and check the golden set; the system message is replaced by the current `system_prompt`.
+GOLDEN_KEYS = {"id", "category", "now", "messages"}
 
-    The file stores the prompt only so each line is a complete, readable example; the code's
-    prompt is the one truth, so an edited prompt does not leave the golden set stale.
+
+def load_golden(path: str | Path | None = None, prompt: PromptKind | str = PromptKind.SHORT) -> list[GoldenExample]:
+    """Read and check the golden set; each conversation gets the `prompt` kind's system message.
+
+    A line is ``{"id", "category", "now", "messages": [user/assistant turns...]}`` — the same
+    shape `mrdabak predict` reads — with no system message: the prompt is rendered from ``now``
+    (the moment the customer spoke, which relative dates refer to), so an edited or versioned
+    prompt never leaves the golden set stale.
     """
     path = Path(path) if path else GOLDEN_PATH
     out: list[GoldenExample] = []
@@ -327,28 +349,32 @@ def load_golden(path: str | Path | None = None, system_prompt: str = SYSTEM_PROM
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise GoldenFormatError(f"{where}: not JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or set(obj) != {"id", "category", "messages"}:
-            raise GoldenFormatError(f"{where}: expected exactly the keys id, category, messages")
+        if not isinstance(obj, dict) or set(obj) != GOLDEN_KEYS:
+            raise GoldenFormatError(f"{where}: expected exactly the keys {sorted(GOLDEN_KEYS)}")
         if obj["id"] in ids:
             raise GoldenFormatError(f"{where}: duplicate id {obj['id']!r}")
+        try:
+            now = parse_now(obj["now"])
+        except ValueError as exc:
+            raise GoldenFormatError(f"{where}: {exc}") from None
         messages = obj["messages"]
-        if not isinstance(messages, list) or len(messages) < 3:
-            raise GoldenFormatError(f"{where}: messages must be [system, user, ..., assistant]")
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise GoldenFormatError(f"{where}: messages must be [user, ..., assistant]")
         if any(not isinstance(m, dict) or set(m) != {"role", "content"} for m in messages):
             raise GoldenFormatError(f"{where}: each message needs exactly role and content")
-        if messages[0]["role"] != "system" or messages[-1]["role"] != "assistant":
-            raise GoldenFormatError(f"{where}: must start with the system message and end with an assistant reply")
-        if any(m["role"] not in ("user", "assistant") for m in messages[1:]):
-            raise GoldenFormatError(f"{where}: only user/assistant messages after the system message")
+        if any(m["role"] not in ("user", "assistant") for m in messages):
+            raise GoldenFormatError(f"{where}: only user/assistant messages (the system prompt is rendered from 'now')")
+        if messages[0]["role"] != "user" or messages[-1]["role"] != "assistant":
+            raise GoldenFormatError(f"{where}: must start with a user turn and end with an assistant reply")
         for m in messages:
             if m["role"] == "assistant":
                 try:
                     parse_assistant_reply(m["content"])
                 except OrderStateError as exc:
                     raise GoldenFormatError(f"{where}: assistant reply is not the app's JSON: {exc}") from None
-        messages = [{"role": "system", "content": system_prompt}, *messages[1:]]
         ids.add(obj["id"])
-        out.append(GoldenExample(id=obj["id"], category=obj["category"], messages=messages))
+        messages = [{"role": "system", "content": system_prompt(now, prompt)}, *messages]
+        out.append(GoldenExample(id=obj["id"], category=obj["category"], now=now, messages=messages))
     if not out:
         raise GoldenFormatError(f"{path}: no examples")
     return out

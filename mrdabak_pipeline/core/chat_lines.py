@@ -3,8 +3,8 @@
 `chat_format.session_messages` and `files.json_bytes` define what a line is. Turning two million
 turns into Python objects and dicts just to serialize them again was most of the dataset stage,
 so for a session table (what the assets store) the same bytes are assembled with Arrow string
-kernels: each message is a fixed JSON frame around its escaped text, and a line is the system
-message plus the session's frames joined by commas. JSON string escaping is two substring
+kernels: each message is a fixed JSON frame around its escaped text, and a line is the session's system
+message (its own start time is in it) plus the session's frames joined by commas. JSON string escaping is two substring
 replacements (backslash, quote) for text without control characters (the few texts with control
 characters are escaped by orjson itself), and each distinct order state is written once.
 
@@ -27,19 +27,19 @@ import pyarrow.compute as pc
 from mrdabak_pipeline.core import parallel
 from mrdabak_pipeline.core.chat_format import (
     DEFAULT_VALIDATION_FRACTION,
-    SYSTEM_PROMPT,
     TRAIN,
     VALIDATION,
     ChatDataset,
     Target,
     _candidates,
     _Collector,
-    _system_prefix,
     iter_chat_examples,
     line_key,
     split_of,
+    system_prefix,
 )
 from mrdabak_pipeline.core.domain import Session
+from mrdabak_pipeline.core.prompts import PromptKind, system_prompt
 from mrdabak_pipeline.core.records import _datetimes, _state_groups, sessions_from_table
 
 #: Session rows per worker chunk below which the table is formatted in this process.
@@ -189,7 +189,7 @@ def _frames(
     return pa.concat_arrays([user, assistant]).take(pa.array(order)), untrained
 
 
-def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str, fraction: float) -> ChunkLines:
+def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind | str, fraction: float) -> ChunkLines:
     """`chat_format._candidates` of every session row of `table`, in row order, lines column-wise."""
     target = Target(target)
     n = table.num_rows
@@ -202,7 +202,9 @@ def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str,
     odd = pc.invert(pc.fill_null(pc.is_in(roles, value_set=pa.array(["user", "assistant"])), False))
     odd = pc.or_(odd, pc.fill_null(pc.match_substring_regex(contents, _BLANK), True))
     odd_turn = odd.to_numpy(zero_copy_only=False) & kept
-    slow = (last < 0) | (np.bincount(session_of[odd_turn], minlength=n) > 0)
+    created = _datetimes(table.column("created_at"))
+    no_time = np.array([c is None for c in created], dtype=bool)  # chat_format refuses these
+    slow = (last < 0) | (np.bincount(session_of[odd_turn], minlength=n) > 0) | no_time
 
     fast_rows = np.flatnonzero(kept & ~slow[session_of])
     frames, untrained_turns = _frames(flat, is_assistant, fast_rows, session_of[fast_rows], starts, target)
@@ -211,11 +213,12 @@ def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str,
     untrained = np.bincount(session_of[fast_rows], weights=untrained_turns, minlength=n)[fast_sessions].astype(np.int64)
     offsets = pa.array(np.concatenate(([0], np.cumsum(per_session))), pa.int32())
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, frames), ",")
-    prefix = _system_prefix(system_prompt).decode("utf-8") + ","
+    # Each conversation's own system message (its start time is in it), serialized once per minute.
+    prefix = pa.array([system_prefix(system_prompt(created[i], prompt)).decode("utf-8") + "," for i in fast_sessions.tolist()], pa.string())
     fast_lines = pc.binary_join_element_wise(prefix, joined, "]}\n", "")
 
     slow_rows = np.flatnonzero(slow)
-    slow_candidates = list(_candidates(sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), target, system_prompt, fraction, False)) if len(slow_rows) else []
+    slow_candidates = list(_candidates(sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), target, prompt, fraction, False)) if len(slow_rows) else []
     slow_lines = pa.array([c[4] + b"\n" if c[0] != "skip" else None for c in slow_candidates], pa.binary()).cast(pa.string())
     # back in row order: fast rows first in the concatenation, slow rows after
     position = np.empty(n, dtype=np.int64)
@@ -225,7 +228,6 @@ def table_chunk_lines(table: pa.Table, target: Target | str, system_prompt: str,
 
     ids = table.column("session_id").to_pylist()
     sources = table.column("source_session_id").to_pylist()
-    created = _datetimes(table.column("created_at"))
     slow_meta = iter(slow_candidates)
     untrained_of = dict(zip(fast_sessions.tolist(), untrained.tolist(), strict=True))
     buffer = memoryview(lines.buffers()[2] or b"")
@@ -279,7 +281,7 @@ def iter_chat_blocks(
     sessions: Iterable[Session] | pa.Table,
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    system_prompt: str = SYSTEM_PROMPT,
+    prompt: PromptKind | str = PromptKind.SHORT,
     stats: ChatDataset | None = None,
     workers: int | None = None,
 ) -> Iterator[tuple[str, bytes | memoryview]]:
@@ -294,7 +296,7 @@ def iter_chat_blocks(
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     if not isinstance(sessions, pa.Table):
         pending: dict[str, list[bytes]] = {TRAIN: [], VALIDATION: []}
-        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, system_prompt, ds):
+        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, prompt, ds):
             pending[split].append(line)
             if len(pending[split]) >= _LINES_PER_BLOCK:
                 yield split, b"\n".join(pending[split]) + b"\n"
@@ -309,7 +311,7 @@ def iter_chat_blocks(
     order = pc.sort_indices(table, sort_keys=_ORDER_COLUMNS).to_numpy()
     bounds = [table.num_rows * i // parts for i in range(parts + 1)]
     jobs = (
-        (*parallel.gather_rows(table, order[a:b]), Target(target).value, system_prompt, ds.validation_fraction)
+        (*parallel.gather_rows(table, order[a:b]), Target(target).value, PromptKind(prompt).value, ds.validation_fraction)
         for a, b in zip(bounds, bounds[1:], strict=False)
     )
     collector = _Collector(ds)

@@ -27,6 +27,7 @@ from mrdabak_pipeline.core.chat_lines import iter_chat_blocks
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.dpo import build_preference_dataset
 from mrdabak_pipeline.core.files import AtomicJsonlWriter, atomic_directory, sha256_file, write_jsonl
+from mrdabak_pipeline.core.prompts import PromptKind, prompt_id
 from mrdabak_pipeline.core.retrain_policy import format_high_water_mark
 from mrdabak_pipeline.core.validation import (
     DEFAULT_MODEL,
@@ -75,6 +76,7 @@ def write_chat_jsonl(
     *,
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    prompt: PromptKind | str = PromptKind.SHORT,
 ) -> tuple[ChatDataset, str, str | None]:
     """Stream ``train.jsonl`` / ``validation.jsonl`` into `out_dir`: (counts, train sha256, validation sha256).
 
@@ -88,7 +90,7 @@ def write_chat_jsonl(
     train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
     ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     with AtomicJsonlWriter(train_path) as train_w, AtomicJsonlWriter(valid_path) as valid_w:
-        for split, block in iter_chat_blocks(sessions, target, validation_fraction, stats=ds):
+        for split, block in iter_chat_blocks(sessions, target, validation_fraction, prompt, stats=ds):
             (train_w if split == TRAIN else valid_w).write_block(block)
         if not ds.n_train:
             raise EmptyDatasetError(
@@ -111,6 +113,7 @@ def write_openai_dataset(
     model: str = DEFAULT_MODEL,
     n_epochs: int | None = None,
     num_threads: int | None = None,
+    prompt: PromptKind | str = PromptKind.SHORT,
 ) -> dict[str, Any]:
     """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced.
 
@@ -119,7 +122,7 @@ def write_openai_dataset(
     """
     out = Path(out_dir)
     train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
-    ds, train_sha, valid_sha = write_chat_jsonl(sessions, out, target=target, validation_fraction=validation_fraction)
+    ds, train_sha, valid_sha = write_chat_jsonl(sessions, out, target=target, validation_fraction=validation_fraction, prompt=prompt)
     reports = {"train": validate_jsonl(train_path, model, num_threads=num_threads)}
     if valid_sha:
         reports["validation"] = validate_jsonl(valid_path, model, num_threads=num_threads)
@@ -128,6 +131,7 @@ def write_openai_dataset(
         "format": "openai-chat",
         "uri": str(out),
         "target": ds.target,
+        "prompt_id": prompt_id(prompt),
         "validation_fraction": validation_fraction,
         "train_path": str(train_path),
         "validation_path": str(valid_path) if valid_sha else None,
@@ -223,11 +227,12 @@ def write_preference_dataset(
     *,
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    prompt: PromptKind | str = PromptKind.SHORT,
 ) -> dict[str, Any]:
     """DPO pairs as OpenAI (``openai_*.jsonl``) and TRL (``trl_*.jsonl``) files; no pairs is fine."""
-    pref = build_preference_dataset(sessions, target, validation_fraction)
+    pref = build_preference_dataset(sessions, target, validation_fraction, prompt)
     out = Path(out_dir)
-    value: dict[str, Any] = {"format": "dpo", "uri": str(out), "target": Target(target).value, **pref.counts()}
+    value: dict[str, Any] = {"format": "dpo", "uri": str(out), "target": Target(target).value, "prompt_id": prompt_id(prompt), **pref.counts()}
     value["pair_count"] = len(pref.train) + len(pref.validation)
     for split, pairs in (("train", pref.train), ("validation", pref.validation)):
         for flavour, records in (

@@ -36,7 +36,8 @@ from mrdabak_pipeline.core.chat_format import (
     session_messages,
     split_of,
 )
-from mrdabak_pipeline.core.domain import REQUIRED_ORDER_FIELDS, SYSTEM_PROMPT, Session
+from mrdabak_pipeline.core.domain import REQUIRED_ORDER_FIELDS, Session
+from mrdabak_pipeline.core.prompts import PromptKind
 
 #: The customer telling the assistant it got something wrong (Korean, spoken style).
 CORRECTION_RE = re.compile(
@@ -84,11 +85,11 @@ def corrected_fields(wrong: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
     return [f for f in REQUIRED_ORDER_FIELDS if before.get(f) is not None and after.get(f) != before.get(f)]
 
 
-def session_pairs(session: Session, target: Target | str = Target.JSON, system_prompt: str = SYSTEM_PROMPT) -> list[PreferencePair]:
+def session_pairs(session: Session, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> list[PreferencePair]:
     """Every corrected assistant turn of one session as a preference pair."""
     target = Target(target)
     try:
-        messages = session_messages(session, target, system_prompt)
+        messages = session_messages(session, target, prompt)
     except ExampleError:
         return []
     pairs: list[PreferencePair] = []
@@ -141,13 +142,13 @@ def build_preference_dataset(
     sessions: Iterable[Session],
     target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    system_prompt: str = SYSTEM_PROMPT,
+    prompt: PromptKind | str = PromptKind.SHORT,
 ) -> PreferenceDataset:
     """Pairs from all sessions, split by source session exactly like the SFT examples."""
     out = PreferenceDataset([], [])
     seen: set[str] = set()
     for session in sorted(sessions, key=lambda s: (s.source_session_id, s.variant, s.session_id)):
-        for pair in session_pairs(session, target, system_prompt):
+        for pair in session_pairs(session, target, prompt):
             key = json.dumps(pair.openai_record(), ensure_ascii=False, sort_keys=True)
             if key in seen:
                 continue

@@ -59,6 +59,12 @@ class DatasetConfig(Config):
     target: Literal["json", "text"] = Field(
         default="json", description="json: the app's {message, orderState} reply (default); text: the reply text only."
     )
+    prompt: Literal["short", "full"] = Field(
+        default="short",
+        description="System prompt the examples carry (both with the conversation's date and time): short = role + now "
+        "(what a fine-tuned model needs; default), full = the prompt-engineered menu/rules/JSON prompt. "
+        "The model records it and is always run with it (mrdabak_pipeline/prompts/).",
+    )
 
 
 class OpenAIDatasetConfig(DatasetConfig):
@@ -102,6 +108,7 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
         "distributions": MetadataValue.md(distributions_markdown((k, r["distributions"]) for k, r in reports.items())),
         "warnings": _md_list(value["warnings"], "none"),
         "target": value["target"],
+        "prompt_id": value["prompt_id"],
         "data_high_water_mark": value["data_high_water_mark"] or "",
     }
 
@@ -112,7 +119,7 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
     kinds={"python", "openai"},
     description=(
         "train.jsonl / validation.jsonl in OpenAI chat fine-tuning format under data/datasets/openai: "
-        "system prompt (domain.SYSTEM_PROMPT) + turns; assistant target = the app's JSON or the text. "
+        "system prompt (a versioned template from mrdabak_pipeline/prompts with the conversation's date and time) + turns; assistant target = the app's JSON or the text. "
         "Split by a stable hash of the source session id. Validated with OpenAI's checks, token-counted "
         "(tiktoken, offline-capable) and priced; value: paths, sha256s, counts, tokens, cost, "
         "data_high_water_mark."
@@ -128,6 +135,7 @@ def openai_chat_dataset(
         validation_fraction=config.validation_fraction,
         model=config.model,
         n_epochs=config.n_epochs,
+        prompt=config.prompt,
     )
     for warning in value["warnings"]:
         context.log.warning(warning)
@@ -151,7 +159,7 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
         if path and sha256_file(Path(path)) != source[f"{split}_sha256"]:
             raise RuntimeError(f"{path} changed since openai_chat_dataset was materialized: materialize it again")
     value = write_huggingface_dataset(source["train_path"], source["validation_path"], data_paths.sub("datasets") / "huggingface")
-    value.update(target=source["target"], data_high_water_mark=source["data_high_water_mark"])
+    value.update(target=source["target"], prompt_id=source["prompt_id"], data_high_water_mark=source["data_high_water_mark"])
     return Output(
         value,
         metadata={
@@ -163,6 +171,7 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
             "train_examples": value["train_examples"],
             "validation_examples": value["validation_examples"],
             "dagster/row_count": value["train_examples"] + value["validation_examples"],
+            "prompt_id": value["prompt_id"],
             "data_high_water_mark": value["data_high_water_mark"] or "",
         },
     )
@@ -184,6 +193,7 @@ def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_path
         data_paths.sub("datasets") / "dpo",
         target=config.target,
         validation_fraction=config.validation_fraction,
+        prompt=config.prompt,
     )
     if not value["pair_count"]:
         context.log.info("no corrected assistant turns in the data: the DPO dataset is empty")

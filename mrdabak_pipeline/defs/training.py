@@ -37,7 +37,10 @@ class FineTuneConfig(dg.Config):
     backend: Literal["local", "openai", "azure"] = "local"
     base_model: str = Field(
         default=_DEFAULTS.base_model,
-        description="'tiny' (built from the data), 'smollm2-135m' (offline GGUF), a local folder or a HF model id.",
+        description=(
+            "'tiny' (built from the data), 'gemma3' (Gemma 3 270M, offline GGUF package, reads Korean), "
+            "'smollm2-135m' (offline GGUF), a local folder or a HF model id."
+        ),
     )
     use_lora: bool = _DEFAULTS.use_lora
     lora_r: int = _DEFAULTS.lora_r
@@ -97,8 +100,12 @@ def _loss_curve_md(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_value(result: dict[str, Any], high_water_mark: str | None) -> dict[str, Any]:
-    """The `fine_tuned_model` value (docs/ARCHITECTURE.md) from a core training result."""
+def model_value(result: dict[str, Any], high_water_mark: str | None, prompt_id: str | None = None) -> dict[str, Any]:
+    """The `fine_tuned_model` value (docs/ARCHITECTURE.md) from a core training result.
+
+    `prompt_id` is the system prompt the training examples carried: the model is only ever run
+    with it (evaluation and `mrdabak predict` refuse another).
+    """
     return {
         "backend": "local",
         "base_model": result["base_model"],
@@ -111,6 +118,7 @@ def model_value(result: dict[str, Any], high_water_mark: str | None) -> dict[str
         "loss_curve_path": result["loss_curve_path"],
         "params": result["params"],
         "metrics": result["metrics"],
+        "prompt_id": prompt_id,
         HIGH_WATER_MARK_KEY: high_water_mark,
     }
 
@@ -142,6 +150,8 @@ def fine_tuned_model(
 ) -> dg.Output:
     if config.backend != "local":
         out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset)
+        out = dg.Output(dict(out.value) | {"prompt_id": openai_chat_dataset.get("prompt_id")},
+                        metadata={**out.metadata, "prompt_id": openai_chat_dataset.get("prompt_id") or ""})
         mark = openai_chat_dataset.get(HIGH_WATER_MARK_KEY) or huggingface_dataset.get(HIGH_WATER_MARK_KEY)
         return _with_high_water_mark(out, mark)
 
@@ -177,8 +187,9 @@ def fine_tuned_model(
     mark = huggingface_dataset.get(HIGH_WATER_MARK_KEY)
     metrics = result["metrics"]
     return dg.Output(
-        model_value(result, mark),
+        model_value(result, mark, huggingface_dataset.get("prompt_id")),
         metadata={
+            "prompt_id": huggingface_dataset.get("prompt_id") or "",
             **reported,
             "dagster/uri": dg.MetadataValue.path(result["model_path"]),
             "model_path": dg.MetadataValue.path(result["model_path"]),
