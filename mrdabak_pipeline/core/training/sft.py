@@ -492,7 +492,9 @@ def train_sft(
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        **(save_kwargs | layout | params.extra),
+        # NaN/inf losses are logged as they are (the Trainer's default logs the running mean in
+        # their place), so the divergence check after training can see them.
+        **({"logging_nan_inf_filter": False} | save_kwargs | layout | params.extra),
     )
     log(f"batch layout {params.throughput}: {args.per_device_train_batch_size} example(s)/row(s) per micro-batch, "
         f"{args.gradient_accumulation_steps} micro-batches per optimizer step"
@@ -527,6 +529,17 @@ def train_sft(
     train_out = trainer.train(resume_from_checkpoint=resume_from)
     train_wall = time.perf_counter() - t_train
 
+    evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+    eval_loss = evals[-1] if evals else None
+    if eval_ds is not None and eval_loss is None:
+        eval_loss = float(trainer.evaluate()["eval_loss"])
+    train_losses = [r["loss"] for r in history if "loss" in r]
+    # Before anything is saved: a diverged run must not replace the model a previous run left in
+    # model_dir (the same run key trains into the same folder).
+    losses = [*train_losses, float(train_out.training_loss), *([eval_loss] if eval_loss is not None else [])]
+    if not all(math.isfinite(v) for v in losses):
+        raise RuntimeError(f"training diverged: non-finite loss; nothing saved, {model_dir} left as it was")
+
     if model_dir.exists():
         shutil.rmtree(model_dir)
     trainer.save_model(str(model_dir))
@@ -539,11 +552,6 @@ def train_sft(
         tokenizer.save_pretrained(str(merged_path))
         log(f"merged model saved to {merged_path}")
 
-    evals = [r["eval_loss"] for r in history if "eval_loss" in r]
-    eval_loss = evals[-1] if evals else None
-    if eval_ds is not None and eval_loss is None:
-        eval_loss = float(trainer.evaluate()["eval_loss"])
-    train_losses = [r["loss"] for r in history if "loss" in r]
     tps = [r["tokens_per_s"] for r in history if r.get("tokens_per_s")]
     total_tokens = float(trainer._total_train_tokens) if hasattr(trainer, "_total_train_tokens") else 0.0
     curve = plot_loss_curve(history, output_dir / "loss_curve.png",
@@ -576,8 +584,6 @@ def train_sft(
         **dev,
         "num_threads": params.num_threads,
     }
-    if any(math.isnan(v) for v in train_losses):
-        raise RuntimeError("training diverged: NaN loss")
     log(f"done: {metrics['global_step']} steps, train_loss {metrics['train_loss']:.4f}, "
         f"eval_loss {eval_loss}, {metrics['tokens_per_s']} tok/s, {metrics['train_wall_s']} s")
     return {
