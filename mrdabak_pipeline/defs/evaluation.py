@@ -22,14 +22,21 @@ from dagster import (
     asset,
     asset_check,
 )
+from pydantic import Field
 
 from mrdabak_pipeline.core.chat_format import GOLDEN_PATH, load_golden
 from mrdabak_pipeline.core.evaluation import promotion
-from mrdabak_pipeline.core.evaluation.generate import OpenAIChatGenerator, generators_for
+from mrdabak_pipeline.core.evaluation.generate import (
+    OpenAIChatGenerator,
+    generators_for,
+    has_pretrained_base,
+    prompt_kinds_for,
+)
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
 from mrdabak_pipeline.core.files import atomic_write_bytes
+from mrdabak_pipeline.core.prompts import check_prompt_id, parse_prompt_id
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 
@@ -54,6 +61,11 @@ class EvaluationConfig(Config):
     max_rule_violation_rate: float = 0.0
     exact_match_tolerance: float = 0.0
     gate_source: str = "all"
+    fine_tuned_prompt: str | None = Field(
+        default=None,
+        description="Prompt id to run the fine-tuned model with (e.g. mrdabak-v2-short); unset = the one it was "
+        "trained with. A different one than it was trained with is refused.",
+    )
 
 
 def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path:
@@ -96,6 +108,14 @@ def evaluation_report(
     # load_golden raises GoldenFormatError naming the line: a broken hand-written set is a bug
     # to fix, not something to evaluate around.
     g_examples = [{"id": g.id, "category": g.category, "messages": g.messages} for g in load_golden(golden)]
+    kinds = prompt_kinds_for(fine_tuned_model)
+    if config.fine_tuned_prompt:
+        check_prompt_id(fine_tuned_model.get("prompt_id"), config.fine_tuned_prompt)
+        kinds["fine_tuned"] = parse_prompt_id(config.fine_tuned_prompt)[1]
+    notes = [] if has_pretrained_base(fine_tuned_model) else [
+        f"No baseline: the base model {fine_tuned_model.get('base_model')!r} is built from random weights, so there is "
+        "no prompt-engineered assistant on it to compare with. Use a pretrained base (e.g. gemma3) for that comparison."
+    ]
     g_items, g_skips = items_from_examples(g_examples, "golden", config.max_golden_items, last_turn_only=True)
     items += g_items
     skipped += g_skips
@@ -112,7 +132,8 @@ def evaluation_report(
         api_key_env=config.api_key_env,
         concurrency=config.concurrency,
     )
-    results = evaluate_models(items, generators, skipped, judge, config.sequential_sample, context.log.info)
+    results = evaluate_models(items, generators, skipped, judge, config.sequential_sample, context.log.info,
+                              prompt_kinds=kinds, notes=notes)
 
     thresholds = promotion.GateThresholds(
         config.min_json_validity, config.max_rule_violation_rate, config.exact_match_tolerance, config.gate_source

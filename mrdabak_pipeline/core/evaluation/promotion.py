@@ -54,8 +54,18 @@ def check_json_validity(figures: Mapping[str, Any], t: GateThresholds) -> GateRe
 
 
 def check_not_worse_than_base(figures: Mapping[str, Any], t: GateThresholds) -> GateResult:
-    """The fine-tuned model's exact match is not below the base model's (minus a tolerance)."""
+    """The fine-tuned model's exact match is not below the base model's (minus a tolerance).
+
+    A model fine-tuned from random weights has no baseline (the evaluation ran no base model):
+    the comparison is then vacuous and says so, and the other gates decide.
+    """
     tuned, n_t = _value(figures, FINE_TUNED, t.source, "exact_match")
+    if BASE not in figures:
+        return GateResult(
+            "exact_match_not_worse_than_base", tuned is not None,
+            f"no baseline evaluated (base built from random weights); fine-tuned exact match {tuned} (n={n_t})",
+            {"fine_tuned_exact_match": tuned, "base_exact_match": None, "tolerance": t.exact_match_tolerance},
+        )
     base, n_b = _value(figures, BASE, t.source, "exact_match")
     passed = tuned is not None and base is not None and tuned >= base - t.exact_match_tolerance
     return GateResult(
@@ -115,8 +125,19 @@ def serving_instructions(
 
     Local adapter: vLLM serves the base model with the LoRA adapter under `served_name`; full
     model: vLLM serves the directory under `served_name`. Cloud: the fine-tuned model id on its
-    endpoint. The API key is only ever referenced by its environment variable name.
+    endpoint. The API key is only ever referenced by its environment variable name. The system
+    prompt the app must send is the template of the model's recorded prompt id (``voice.llm.prompt``).
     """
+    out = _serving(fine_tuned_model, served_name, host, port)
+    pid = fine_tuned_model.get("prompt_id")
+    out["prompt_id"] = pid
+    out["app_settings"]["voice.llm.prompt"] = (
+        f"mrdabak_pipeline/prompts/{pid}.txt ({{{{now}}}} = the conversation's now, Asia/Seoul)" if pid else "the full prompt (unversioned)"
+    )
+    return out
+
+
+def _serving(fine_tuned_model: Mapping[str, Any], served_name: str, host: str, port: int) -> dict[str, Any]:
     backend = fine_tuned_model.get("backend")
     if backend == "local":
         model_path = str(fine_tuned_model.get("model_path"))

@@ -103,13 +103,22 @@ def field_bars_table(results: Mapping[str, Any], source: str = "all") -> str:
 
 
 def throughput_table(results: Mapping[str, Any]) -> str:
-    lines = ["| model | mode | prompts | new tokens | wall s | tokens/s | errors |", "|---|---|---|---|---|---|---|"]
+    """Per model and mode: the prompt it ran with, prompt tokens per request, speed, seconds per reply.
+
+    Sequential rows are the latency a customer waits for one turn; batched rows are throughput.
+    """
+    lines = [
+        "| model | prompt | mode | prompts | prompt tokens/request | new tokens | wall s | s/reply | tokens/s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, info in results["models"].items():
         for run in (info.get("generation"), info.get("sequential")):
             if run:
+                ptok, spr = run.get("prompt_tokens_per_request"), run.get("seconds_per_reply")
                 lines.append(
-                    f"| {name} ({_cell(info['name'], 60)}) | {run['mode']} | {run['n_prompts']} | "
-                    f"{run['new_tokens']} | {run['wall_s']:.2f} | {run['tokens_per_s']:.1f} | {run['n_errors']} |"
+                    f"| {name} ({_cell(info['name'], 60)}) | {info.get('prompt_id') or 'as given'} | {run['mode']} | "
+                    f"{run['n_prompts']} | {ptok if ptok is not None else 'n/a'} | {run['new_tokens']} | "
+                    f"{run['wall_s']:.2f} | {spr if spr is not None else 'n/a'} | {run['tokens_per_s']:.1f} | {run['n_errors']} |"
                 )
     return "\n".join(lines)
 
@@ -207,6 +216,7 @@ def render_markdown(results: Mapping[str, Any], gate: Mapping[str, Any] | None =
         "Values are shares with 95% intervals (Wilson for proportions, bootstrap for F1/chrF/judge). "
         "A reply counts as valid only if the app's strict parser accepts it.",
     ]
+    parts += [f"\n> {note}" for note in results.get("notes") or []]
     if gate is not None:
         parts += ["", f"## Promotion gate: {'PASSED' if gate['passed'] else 'BLOCKED'}", ""]
         parts += [f"- {'✅' if c['passed'] else '❌'} **{c['name']}**: {c['description']}" for c in gate["checks"]]
@@ -217,7 +227,7 @@ def render_markdown(results: Mapping[str, Any], gate: Mapping[str, Any] | None =
     chrf = results.get("corpus_chrf") or {}
     if chrf:
         parts += ["", "Corpus chrF of `message`: " + ", ".join(f"{m} {v.get('all') or 0:.1f}" for m, v in chrf.items())]
-    parts += ["", "## Throughput", "", throughput_table(results)]
+    parts += ["", "## Prompt length and speed", "", throughput_table(results)]
     focus = "fine_tuned" if "fine_tuned" in results["metrics"] else next(iter(results["metrics"]))
     parts += [
         "",
@@ -267,6 +277,9 @@ def headline_floats(results: Mapping[str, Any], source: str = "all") -> dict[str
                 out[f"{model}/{key}"] = float(metric["value"])
         gen = results["models"][model]["generation"]
         out[f"{model}/tokens_per_s"] = float(gen["tokens_per_s"])
+        for key in ("prompt_tokens_per_request", "seconds_per_reply"):
+            if gen.get(key) is not None:
+                out[f"{model}/{key}"] = float(gen[key])
         seq = results["models"][model].get("sequential")
         if seq:
             out[f"{model}/tokens_per_s_sequential"] = float(seq["tokens_per_s"])

@@ -25,6 +25,7 @@ from mrdabak_pipeline.core.evaluation.metrics import (
     score_replies,
     summarize,
 )
+from mrdabak_pipeline.core.prompts import PromptKind, prompt_id, with_system_prompt
 from mrdabak_pipeline.core.validation import INVALID_JSON, read_jsonl
 
 ALL = "all"
@@ -88,8 +89,16 @@ def evaluate_models(
     judge: Callable[[Messages], str] | None = None,
     sequential_sample: int = 0,
     log: Callable[[str], None] = lambda _msg: None,
+    prompt_kinds: Mapping[str, PromptKind | str] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Generate, score and summarize every model on `items`.
+
+    `prompt_kinds` gives each model its own system prompt (``full`` for the prompt-engineered
+    base, the trained-with kind for the fine-tuned model), rendered for the moment each item's
+    conversation took place; the prompt tokens per request and the seconds per reply are
+    reported next to the accuracy, since the short prompt is half of what fine-tuning buys.
+    `notes` are sentences the report shows as they are (e.g. why there is no baseline).
 
     `judge` (messages -> answer text) adds the optional LLM-as-judge score. `sequential_sample` > 0
     also generates that many prompts one by one, so the report can compare batched and sequential
@@ -109,13 +118,16 @@ def evaluate_models(
         "consistency_groups": {},
         "skipped": [asdict(s) for s in skipped],
         "skipped_by_reason": dict(Counter(s.reason.split(":")[0] for s in skipped)),
+        "notes": list(notes),
     }
     per_model_scores: dict[str, list[ItemScore]] = {}
     for name, gen in generators.items():
-        log(f"generating {len(prompts)} replies with {name} ({gen.name})")
+        kind = (prompt_kinds or {}).get(name)
+        model_prompts = [with_system_prompt(p, kind) for p in prompts] if kind else prompts
+        log(f"generating {len(prompts)} replies with {name} ({gen.name}), prompt {prompt_id(kind) if kind else 'as given'}")
         try:
-            run = gen.generate(prompts, mode="batched")
-            seq = gen.generate(prompts[:sequential_sample], mode="sequential") if sequential_sample > 0 else None
+            run = gen.generate(model_prompts, mode="batched")
+            seq = gen.generate(model_prompts[:sequential_sample], mode="sequential") if sequential_sample > 0 else None
         finally:
             gen.close()
         scores = score_replies(items, run.texts)
@@ -128,6 +140,7 @@ def evaluate_models(
         per_model_scores[name] = scores
         results["models"][name] = {
             "name": gen.name,
+            "prompt_id": prompt_id(kind) if kind else None,
             "generation": run.stats(),
             "sequential": seq.stats() if seq else None,
         }
