@@ -180,8 +180,12 @@ def run_cloud_fine_tune(
     config: CloudFineTuneConfig,
     backend: str,
     openai_dataset: dict[str, Any],
+    data_paths: DataPathsResource,
 ) -> dg.Output:
-    """Create (or attach to) the job for this dataset + config, follow it, return the model value."""
+    """Create (or attach to) the job for this dataset + config, follow it, return the model value.
+
+    `data_paths` is the run's configured resource (where the loss curve goes), never a default one.
+    """
     spec = build_job_spec(
         backend=backend,
         model=config.model,
@@ -275,7 +279,7 @@ def run_cloud_fine_tune(
         azure_endpoint=azure_endpoint,
     )
     estimate = estimated_cost_usd(spec.model, openai_dataset, spec.n_epochs)
-    models_dir = DataPathsResource().sub("models") / "cloud"
+    models_dir = data_paths.sub("models") / "cloud"
     curve_png = plot_curve(result["curve"], models_dir / f"{job_id}_loss_curve.png", title=model_id) if result["curve"] else None
 
     summary = result["curve_summary"]

@@ -149,7 +149,7 @@ def fine_tuned_model(
     data_paths: DataPathsResource,
 ) -> dg.Output:
     if config.backend != "local":
-        out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset)
+        out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset, data_paths)
         out = dg.Output(dict(out.value) | {"prompt_id": openai_chat_dataset.get("prompt_id")},
                         metadata={**out.metadata, "prompt_id": openai_chat_dataset.get("prompt_id") or ""})
         mark = openai_chat_dataset.get(HIGH_WATER_MARK_KEY) or huggingface_dataset.get(HIGH_WATER_MARK_KEY)

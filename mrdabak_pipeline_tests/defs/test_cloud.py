@@ -20,6 +20,7 @@ from mrdabak_pipeline.defs.cloud import (
     run_cloud_fine_tune,
 )
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
+from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline_tests.core.test_cloud import write_dataset
 from mrdabak_pipeline_tests.fake_openai_api import FakeOpenAIServer, FakeState, serve
 
@@ -64,9 +65,10 @@ def assets_for(dataset: dict[str, Any], backend: str = "openai") -> list[dg.Asse
         context: dg.AssetExecutionContext,
         config: CloudFineTuneConfig,
         openai_ft: OpenAIFineTuningResource,
+        data_paths: DataPathsResource,
         openai_chat_dataset: dict[str, Any],
     ) -> dg.Output:
-        return run_cloud_fine_tune(context, openai_ft, config, backend, openai_chat_dataset)
+        return run_cloud_fine_tune(context, openai_ft, config, backend, openai_chat_dataset, data_paths)
 
     return [openai_chat_dataset, fine_tuned_model]
 
@@ -87,6 +89,8 @@ def materialize(
         resources={
             "openai_ft": resource or OpenAIFineTuningResource(base_url=server.openai_base_url),
             "io_manager": ParquetJsonIOManager(base_dir=str(tmp_path / "storage")),
+            # not MRDABAK_DATA_DIR (tmp_path / "data", conftest): artifacts must follow the resource
+            "data_paths": DataPathsResource(root=str(tmp_path / "configured")),
         },
         run_config={"ops": {"fine_tuned_model": {"config": {"poll_interval_s": 0.001, **config}}}},
         raise_on_error=False,
@@ -151,7 +155,7 @@ def test_happy_path_value_metadata_logs_and_no_key_leak(
     assert md["trained_tokens"].value == value["metrics"]["trained_tokens"]
     assert md["actual_cost_usd"].value > 0 and md["estimated_cost_usd"].value == 0.0123
     assert Path(md["loss_curve"].value).read_bytes()[:4] == b"\x89PNG"
-    assert Path(md["loss_curve"].value).is_relative_to(tmp_path / "data" / "models")
+    assert Path(md["loss_curve"].value).is_relative_to(tmp_path / "configured" / "models" / "cloud")
     assert "| 6 |" in md["checkpoints"].value
     assert f"voice.llm.model={value['model_id']}" in md["app_settings"].value
     assert "voice.llm.api-key=${OPENAI_API_KEY}" in md["app_settings"].value
@@ -286,3 +290,13 @@ def test_resource_needs_no_key_until_a_cloud_job_is_requested(monkeypatch: pytes
         resource.get_client("openai")
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert isinstance(OpenAIFineTuningResource().get_client("openai").sdk, openai.OpenAI)
+
+
+def test_loss_curve_is_written_under_the_configured_data_root(
+    server: FakeOpenAIServer, dataset: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path,
+) -> None:
+    result = materialize(server, dataset, instance, tmp_path)
+    assert result.success
+    curve = Path(materialization(result).metadata["loss_curve"].value)
+    assert curve.is_file() and curve.is_relative_to(tmp_path / "configured" / "models" / "cloud")
+    assert not (tmp_path / "data" / "models").exists()  # nothing under the default MRDABAK_DATA_DIR

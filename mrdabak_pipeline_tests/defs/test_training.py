@@ -134,8 +134,8 @@ def test_unknown_parameter_values_fail_before_any_process_starts(tmp_path: Path)
 def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_cloud(context, resource, config, backend, dataset):  # noqa: ANN001
-        seen.update(backend=backend, model=config.model, dataset=dataset)
+    def fake_cloud(context, resource, config, backend, dataset, data_paths):  # noqa: ANN001
+        seen.update(backend=backend, model=config.model, dataset=dataset, data_root=data_paths.root)
         return dg.Output({"backend": backend, "model_id": "ft:gpt-4o-mini:x", "model_path": None},
                          metadata={"job_id": "ftjob-1"})
 
@@ -144,6 +144,7 @@ def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, m
     assert result.success
     assert seen["backend"] == "openai" and seen["model"] == "gpt-4o-mini"
     assert seen["dataset"]["train_path"] == "unused.jsonl"
+    assert seen["data_root"] == str(tmp_path / "data")  # the run's configured data_paths, not a default one
     value = result.output_for_node("fine_tuned_model")
     assert value["model_id"] == "ft:gpt-4o-mini:x" and value["data_high_water_mark"] == MARK
     md = result.asset_materializations_for_node("fine_tuned_model")[-1].metadata
