@@ -102,7 +102,7 @@ def session_messages(session: Session, target: Target | str = Target.JSON, promp
         turns.pop()
     if not turns:
         raise ExampleError("no assistant turn")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": session_system_prompt(session, prompt)}]
+    messages: list[dict[str, Any]] = []
     state: Mapping[str, Any] | None = None
     for i, turn in enumerate(turns):
         if turn.role not in ("user", "assistant"):
@@ -122,7 +122,7 @@ def session_messages(session: Session, target: Target | str = Target.JSON, promp
         if not known:
             message["weight"] = 0
         messages.append(message)
-    return messages
+    return [{"role": "system", "content": session_system_prompt(session, prompt)}, *messages]
 
 
 def session_to_example(session: Session, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> dict[str, Any]:

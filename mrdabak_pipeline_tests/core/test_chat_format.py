@@ -25,8 +25,9 @@ from mrdabak_pipeline.core.chat_format import (
     session_to_example,
     split_of,
 )
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, Session, Turn, parse_assistant_reply
+from mrdabak_pipeline.core.domain import Session, Turn, parse_assistant_reply
 from mrdabak_pipeline.core.files import json_line
+from mrdabak_pipeline.core.prompts import PromptKind, now_from_system, parse_now, system_prompt
 from mrdabak_pipeline.core.validation import validate_examples
 from mrdabak_pipeline_tests.dataset_helpers import order_session, state
 
@@ -34,7 +35,7 @@ from mrdabak_pipeline_tests.dataset_helpers import order_session, state
 def test_json_target_is_the_app_reply_with_the_turn_state() -> None:
     session = order_session("s1")
     messages = session_to_example(session)["messages"]
-    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert messages[0] == {"role": "system", "content": system_prompt(session.created_at, PromptKind.SHORT)}
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
     text, parsed = parse_assistant_reply(messages[-1]["content"])
     assert text == session.turns[-1].content
@@ -132,13 +133,27 @@ def test_adding_sessions_never_moves_an_old_session_and_variants_follow_their_so
     )
 
 
+def test_every_example_carries_its_conversations_now_in_the_chosen_prompt() -> None:
+    session = order_session("s1")
+    start = session.created_at
+    short = session_messages(session)[0]["content"]
+    full = session_messages(session, prompt="full")[0]["content"]
+    assert now_from_system(short) == now_from_system(full) == parse_now(start).replace(second=0, microsecond=0)
+    assert "현재 시각" in short and "CHAMPAGNE_FEAST" in full and "CHAMPAGNE_FEAST" not in short
+    # a session moved to another day says that other day
+    moved = replace(session, created_at=start + timedelta(days=3))
+    assert now_from_system(session_messages(moved)[0]["content"]) == now_from_system(short) + timedelta(days=3)
+    with pytest.raises(ExampleError, match="no conversation time"):
+        session_messages(replace(session, created_at=None))
+
+
 def test_golden_set_loads_covers_the_edge_cases_and_passes_the_openai_checks() -> None:
     golden = load_golden()
-    assert 20 <= len(golden) <= 40
+    assert len(golden) >= 20
     categories = {g.category for g in golden}
     assert {"out_of_domain", "champagne_simple", "missing_fields", "change_of_mind", "complete_order"} <= categories
     for g in golden:
-        assert g.messages[0]["content"] == SYSTEM_PROMPT
+        assert g.messages[0]["content"] == system_prompt(g.now, PromptKind.SHORT)
         assert g.prompt[-1]["role"] == "user"
         assert isinstance(g.reference_state, dict)
     champagne = [g for g in golden if g.category == "champagne_simple"]
@@ -160,16 +175,18 @@ def test_golden_loader_names_the_bad_line(tmp_path) -> None:
         load_golden(path)
 
 
-def test_golden_system_prompt_follows_the_code(tmp_path) -> None:
-    golden = load_golden(system_prompt="새 프롬프트")
-    assert all(g.messages[0]["content"] == "새 프롬프트" for g in golden)
+def test_golden_system_prompt_is_rendered_from_each_conversations_now(tmp_path) -> None:
+    golden = load_golden(prompt="full")
+    assert all(g.messages[0]["content"] == system_prompt(g.now, PromptKind.FULL) for g in golden)
+    assert all(now_from_system(g.messages[0]["content"]) == g.now.replace(second=0) for g in golden)
+    assert len({g.now.date() for g in golden}) > 1  # conversations on different days
     assert state()["needsMoreInfo"]  # helper sanity: an empty order misses every field
 
 
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.text(min_size=1, max_size=30).filter(str.strip), min_size=1, max_size=6),
-    st.text(min_size=1, max_size=40),
+    st.sampled_from(["short", "full"]),
     st.booleans(),
 )
 def test_streamed_lines_are_exactly_the_examples_serialized(texts: list[str], prompt: str, lose_state: bool) -> None:
@@ -177,7 +194,9 @@ def test_streamed_lines_are_exactly_the_examples_serialized(texts: list[str], pr
     for i, text in enumerate(texts):
         turns.append(Turn("user", text))
         turns.append(Turn("assistant", text[::-1] or "네", None if lose_state and i else state()))
-    sessions = [Session("a", turns), Session("b", list(turns)), Session("c", [Turn("user", "다른 " + texts[0]), Turn("assistant", "네", state())])]
+    at = datetime(2026, 12, 1, 15, 0)
+    sessions = [Session("a", turns, created_at=at), Session("b", list(turns), created_at=at),
+                Session("c", [Turn("user", "다른 " + texts[0]), Turn("assistant", "네", state())], created_at=at)]
     for target in ("json", "text"):
         stats = ChatDataset()
         out = list(iter_chat_examples(sessions, target, 0.5, prompt, stats))
