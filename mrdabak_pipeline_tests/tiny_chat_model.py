@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

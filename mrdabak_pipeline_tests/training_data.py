@@ -15,11 +15,11 @@ from mrdabak_pipeline.core.domain import (
     ALLOWED_STYLES,
     DINNER_KO,
     STYLE_KO,
-    SYSTEM_PROMPT,
     DinnerType,
     assistant_target,
     missing_fields,
 )
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 _QTY_KO = {1: "한", 2: "두", 3: "세", 4: "네", 5: "다섯"}
 _ASKS = ["{d} {s} 스타일로 {q} 주문할게요", "{d}를 {s}로 {q} 부탁드려요", "{q} {d} {s} 스타일 가능할까요?",

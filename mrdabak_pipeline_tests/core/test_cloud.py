@@ -34,8 +34,9 @@ from mrdabak_pipeline.core.cloud import (
     training_cost_usd,
     validate_suffix,
 )
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline_tests.fake_openai_api import FakeOpenAIServer, FakeState, serve
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 KEY = "sk-test-core-0123456789abcdef"
 FAST = {"poll_interval_s": 0.001}

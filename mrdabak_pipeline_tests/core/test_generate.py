@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.generate import (
     LocalHFGenerator,
     OpenAIChatGenerator,
     generators_for,
 )
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 from mrdabak_pipeline_tests.tiny_chat_model import build_tiny_adapter, build_tiny_model
 
 torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.metrics import (
     EvalItem,
     apply_judge,
@@ -22,6 +22,7 @@ from mrdabak_pipeline.core.evaluation.metrics import (
     summarize,
     wilson_interval,
 )
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 FULL = {
     "dinnerType": "VALENTINE",

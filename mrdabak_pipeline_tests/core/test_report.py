@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.generate import GenerationResult, Messages
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 from mrdabak_pipeline.core.evaluation.promotion import GateThresholds, evaluate_gate, gate_to_dict
@@ -20,6 +20,7 @@ from mrdabak_pipeline.core.evaluation.report import (
     write_report,
 )
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 GARBAGE = "@@ 깨진 | 출력 <img src=x> `code`"
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from mrdabak_pipeline.core import tokens
 from mrdabak_pipeline.core.chat_format import load_golden
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT
 from mrdabak_pipeline.core.tokens import BundledVocabMismatch, bundled_tiktoken_bytes, resolve_encoding
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 
 #: sha256 of the official files at openaipublic.blob.core.windows.net/encodings (pinned by tiktoken).
 OFFICIAL_SHA256 = {

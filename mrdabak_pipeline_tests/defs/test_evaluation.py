@@ -16,11 +16,12 @@ import pytest
 import torch
 from dagster import asset, materialize
 
-from mrdabak_pipeline.core.domain import SYSTEM_PROMPT, assistant_target
+from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.defs.evaluation import evaluation_assets, evaluation_checks
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
 from mrdabak_pipeline_tests.tiny_chat_model import build_tiny_adapter, build_tiny_model
 
 torch.set_num_threads(1)
