@@ -20,11 +20,12 @@ from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Engine
 
 from mrdabak_pipeline.core import augment as augment_core
 from mrdabak_pipeline.core import cleaning, parallel, pii, records
-from mrdabak_pipeline.core.db import make_engine, read_raw_window
+from mrdabak_pipeline.core.db import read_raw_window
 from mrdabak_pipeline.core.domain import Session
 
 #: Raw rows (messages) per chunk below which cleaning stays in this process.
@@ -47,11 +48,12 @@ Window = tuple[datetime, datetime, str]  # [start, end) in the DB's naive local 
 
 
 @lru_cache(maxsize=4)
-def _worker_engine(url: str) -> Engine:
-    return make_engine(url)
+def _worker_engine(url: URL) -> Engine:
+    # The parent made the engine (and any SQLite folder) with db.make_engine; a worker only reconnects.
+    return create_engine(url)
 
 
-def _read_windows(job: tuple[str, Sequence[Window]]) -> pa.Table:
+def _read_windows(job: tuple[URL, Sequence[Window]]) -> pa.Table:
     url, windows = job
     engine = _worker_engine(url)
     return pa.concat_tables([read_raw_window(engine, lo, hi, key) for lo, hi, key in windows])
@@ -61,6 +63,8 @@ def extract(engine: Engine, windows: Sequence[Window], workers: int | None = Non
     """One window query per partition day, concatenated in order; runs of days read in parallel.
 
     Workers open their own connection from the engine's URL (a connection cannot cross a fork).
+    The URL goes to them as SQLAlchemy's `URL` object, never rendered to text: its password is
+    masked (``***``) in every repr, so a traceback or log line about a job cannot show it.
     """
     windows = list(windows)
     parts = parallel.chunk_count(len(windows), MIN_CHUNK_DAYS, workers)
@@ -72,7 +76,7 @@ def extract(engine: Engine, windows: Sequence[Window], workers: int | None = Non
         lo, hi, key = windows.pop(0)
         tables.append(read_raw_window(engine, lo, hi, key))
     if windows:
-        url = engine.url.render_as_string(hide_password=False)
+        url = engine.url
         parts = min(parts, len(windows))
         bounds = [len(windows) * i // parts for i in range(parts + 1)]
         jobs = [(url, windows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
