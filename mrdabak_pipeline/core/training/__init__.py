@@ -1,9 +1,10 @@
-"""Local fine-tuning: the `tiny` base builder, the SmolLM2 GGUF conversion, SFT with TRL + peft.
+"""Local fine-tuning: the `tiny` base builder, the SmolLM2 and Gemma 3 GGUF conversions, SFT with TRL + peft.
 
 No Dagster here. Heavy libraries (torch, transformers, trl, peft) are imported inside the
 functions, so importing this package (e.g. by the Dagster definitions) stays cheap.
 """
 
+from mrdabak_pipeline.core.training.gemma3 import ensure_gemma3
 from mrdabak_pipeline.core.training.sft import (
     TrainParams,
     device_info,
@@ -19,6 +20,7 @@ __all__ = [
     "TrainParams",
     "build_tiny_base",
     "device_info",
+    "ensure_gemma3",
     "ensure_smollm2",
     "generate_reply",
     "load_dialogs",
