@@ -12,6 +12,7 @@ from mrdabak_pipeline.core.evaluation.generate import (
     LocalHFGenerator,
     OpenAIChatGenerator,
     generators_for,
+    prompt_kinds_for,
 )
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
 from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
@@ -63,11 +64,20 @@ def test_generators_for_local_value(tiny: dict[str, Path]) -> None:
         "model_path": str(tiny["adapter"]),
         "is_adapter": True,
     }
+    # "tiny" is built from random weights: no prompt-engineered baseline exists, so no base generator
+    assert set(generators_for(value, batch_size=2, max_new_tokens=4)) == {"fine_tuned"}
+    value["base_model"] = "some-pretrained-base"
     gens = generators_for(value, batch_size=2, max_new_tokens=4)
     assert set(gens) == {"base", "fine_tuned"}
     assert gens["fine_tuned"].is_adapter and gens["base"].model_path == str(tiny["base"])
     out = gens["fine_tuned"].generate(PROMPTS[:1])
     assert out.new_tokens[0] <= 4
+    assert out.prompt_tokens[0] == len(gens["fine_tuned"]._tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)["input_ids"])
+
+
+def test_base_runs_the_full_prompt_and_the_fine_tuned_model_its_own() -> None:
+    assert prompt_kinds_for({"prompt_id": "mrdabak-v2-short"}) == {"base": "full", "fine_tuned": "short"}
+    assert prompt_kinds_for({}) == {"base": "full", "fine_tuned": "full"}  # unversioned: the old full prompt
 
 
 def test_long_prompt_is_truncated_from_the_left_not_crashing(tiny: dict[str, Path]) -> None:

@@ -56,6 +56,15 @@ def test_rule_violations_threshold() -> None:
 def test_missing_figures_fail_instead_of_passing() -> None:
     empty = {"fine_tuned": {"all": {"json_valid": {"value": None, "n": 0}}}, "base": {}}
     assert [r.passed for r in evaluate_gate(empty, GateThresholds())] == [False, False, False]
+
+
+def test_without_a_baseline_only_the_fine_tuned_figures_decide() -> None:
+    figs = _figures()
+    del figs["base"]
+    result = check_not_worse_than_base(figs, GateThresholds())
+    assert result.passed and "no baseline" in result.description
+    figs["fine_tuned"]["all"]["exact_match"] = {"value": None, "n": 0}
+    assert not check_not_worse_than_base(figs, GateThresholds()).passed
     assert not check_json_validity(_figures(), GateThresholds(source="golden")).passed
 
 
@@ -63,7 +72,8 @@ def test_serving_an_adapter_with_vllm(tmp_path: Path) -> None:
     adapter = tmp_path / "adapter dir"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 32, "base_model_name_or_path": "/m/base"}))
-    s = serving_instructions({"backend": "local", "base_model_path": "/m/base", "model_path": str(adapter), "is_adapter": True})
+    s = serving_instructions({"backend": "local", "base_model_path": "/m/base", "model_path": str(adapter), "is_adapter": True,
+                              "prompt_id": "mrdabak-v2-short"})
     argv = shlex.split(s["serve_command"])
     assert argv[:3] == ["vllm", "serve", "/m/base"]
     assert argv[argv.index("--lora-modules") + 1] == f"mrdabak={adapter}"
@@ -72,7 +82,9 @@ def test_serving_an_adapter_with_vllm(tmp_path: Path) -> None:
         "voice.llm.api-url": "http://localhost:8000/v1",
         "voice.llm.model": "mrdabak",
         "voice.llm.api-key": "any non-empty value (vLLM without --api-key)",
+        "voice.llm.prompt": "mrdabak_pipeline/prompts/mrdabak-v2-short.txt ({{now}} = the conversation's now, Asia/Seoul)",
     }
+    assert s["prompt_id"] == "mrdabak-v2-short"
     assert s["adapter_path"] == str(adapter)
 
 

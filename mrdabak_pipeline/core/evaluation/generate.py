@@ -6,7 +6,9 @@ batched with left padding (a decoder continues from the right end of every row, 
 sit on the left); prompts are sorted by length before batching to keep padding small. The
 ``sequential`` mode generates one prompt at a time, so a benchmark can show what batching buys.
 Throughput is the number of generated tokens (up to and including the end-of-turn token) per
-second of wall time.
+second of wall time. ``constrained=True`` keeps replies inside the app's JSON schema
+(`core.reply_schema`): token masks for a local model (`constrained.JsonSchemaLogitsProcessor`),
+``response_format`` json_schema for an endpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from mrdabak_pipeline.core.prompts import PromptKind, parse_prompt_id
 
 Messages = list[dict[str, str]]
 Mode = Literal["batched", "sequential"]
@@ -38,6 +42,9 @@ class GenerationResult:
     model: str
     errors: list[str | None] = field(default_factory=list)
     n_truncated: int = 0
+    #: Prompt tokens of each request (system prompt + conversation), in the model's own tokenizer
+    #: (local) or as the endpoint billed them (usage.prompt_tokens): what a shorter prompt saves.
+    prompt_tokens: list[int] = field(default_factory=list)
 
     @property
     def total_new_tokens(self) -> int:
@@ -59,6 +66,8 @@ class GenerationResult:
             "tokens_per_s": round(self.tokens_per_s, 2),
             "n_errors": sum(e is not None for e in self.errors),
             "n_truncated": self.n_truncated,
+            "prompt_tokens_per_request": round(sum(self.prompt_tokens) / len(self.prompt_tokens), 1) if self.prompt_tokens else None,
+            "seconds_per_reply": round(self.wall_s / len(self.texts), 4) if self.texts else None,
         }
 
 
@@ -94,6 +103,7 @@ class LocalHFGenerator:
         device: str = "auto",
         num_threads: int | None = None,
         name: str | None = None,
+        constrained: bool = False,
     ) -> None:
         self.model_path = model_path
         self.base_model_path = base_model_path
@@ -103,8 +113,10 @@ class LocalHFGenerator:
         self.device = device
         self.num_threads = num_threads
         self.name = name or Path(model_path).name
+        self.constrained = constrained
         self._model: Any = None
         self._tokenizer: Any = None
+        self._ll_tokenizer: Any = None
 
     def _load(self) -> None:
         if self._model is not None:
@@ -135,8 +147,21 @@ class LocalHFGenerator:
         ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
         return sorted(ids)
 
+    def _constraint(self, batch_size: int, prompt_len: int) -> list[Any]:
+        """``logits_processor`` for one batch: empty, or the schema mask (tokenizer view cached)."""
+        if not self.constrained:
+            return []
+        from mrdabak_pipeline.core.evaluation import constrained
+
+        if self._ll_tokenizer is None:
+            vocab = self._model.get_output_embeddings().weight.shape[0]
+            self._ll_tokenizer = constrained.ll_tokenizer(self._tokenizer, vocab, self._eos_ids())
+        grammar = constrained.reply_grammar()
+        return [constrained.JsonSchemaLogitsProcessor(self._ll_tokenizer, grammar, batch_size, prompt_len)]
+
     def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult:
         import torch
+        from transformers import LogitsProcessorList
 
         self._load()
         tok, model = self._tokenizer, self._model
@@ -148,12 +173,15 @@ class LocalHFGenerator:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out_texts = [""] * len(texts)
         out_tokens = [0] * len(texts)
+        prompt_tokens = [0] * len(texts)
         n_truncated = 0
         start = time.perf_counter()
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             full = tok([texts[i] for i in idx], add_special_tokens=False)["input_ids"]
             n_truncated += sum(len(ids) > max_prompt for ids in full)
+            for i, ids in zip(idx, full, strict=True):
+                prompt_tokens[i] = min(len(ids), max_prompt)
             enc = tok(
                 [texts[i] for i in idx],
                 return_tensors="pt",
@@ -169,6 +197,7 @@ class LocalHFGenerator:
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=eos_ids,
+                    logits_processor=LogitsProcessorList(self._constraint(len(idx), enc["input_ids"].shape[1])),
                 )
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, i in zip(new, idx, strict=True):
@@ -185,10 +214,11 @@ class LocalHFGenerator:
             model=self.name,
             errors=[None] * len(texts),
             n_truncated=n_truncated,
+            prompt_tokens=prompt_tokens,
         )
 
     def close(self) -> None:
-        self._model = self._tokenizer = None
+        self._model = self._tokenizer = self._ll_tokenizer = None
         try:
             import torch
 
@@ -224,6 +254,7 @@ class OpenAIChatGenerator:
         max_retries: int = 2,
         client: Any = None,
         name: str | None = None,
+        constrained: bool = False,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -235,6 +266,7 @@ class OpenAIChatGenerator:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.name = name or model
+        self.constrained = constrained
         self._client = client
 
     def _get_client(self) -> Any:
@@ -262,23 +294,35 @@ class OpenAIChatGenerator:
 
     def complete(self, messages: Messages, max_tokens: int | None = None) -> tuple[str, int]:
         """One chat completion, greedy: (reply text, completion tokens)."""
+        text, completion_tokens, _prompt_tokens = self._complete(messages, max_tokens)
+        return text, completion_tokens
+
+    def _complete(self, messages: Messages, max_tokens: int | None = None) -> tuple[str, int, int]:
+        """One chat completion, greedy: (reply text, completion tokens, prompt tokens)."""
+        extra: dict[str, Any] = {}
+        if self.constrained:
+            from mrdabak_pipeline.core.reply_schema import response_format
+
+            extra["response_format"] = response_format()
         resp = self._get_client().chat.completions.create(
             model=self.model,
             messages=list(messages),
             temperature=0,
             max_tokens=max_tokens or self.max_new_tokens,
+            **extra,
         )
         text = resp.choices[0].message.content or ""
         usage = getattr(resp, "usage", None)
-        return text.strip(), int(getattr(usage, "completion_tokens", 0) or 0)
+        return (text.strip(), int(getattr(usage, "completion_tokens", 0) or 0),
+                int(getattr(usage, "prompt_tokens", 0) or 0))
 
     def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult:
-        def one(p: Messages) -> tuple[str, int, str | None]:
+        def one(p: Messages) -> tuple[str, int, str | None, int]:
             try:
-                text, n = self.complete(p)
-                return text, n, None
+                text, n, n_prompt = self._complete(p)
+                return text, n, None, n_prompt
             except Exception as exc:  # noqa: BLE001 - recorded per item, see class docstring
-                return "", 0, f"{type(exc).__name__}: {exc}"
+                return "", 0, f"{type(exc).__name__}: {exc}", 0
 
         start = time.perf_counter()
         workers = self.concurrency if mode == "batched" else 1
@@ -296,6 +340,7 @@ class OpenAIChatGenerator:
             backend="azure" if self.azure else "openai",
             model=self.name,
             errors=errors,
+            prompt_tokens=[r[3] for r in results],
         )
 
     def close(self) -> None:
@@ -315,12 +360,17 @@ def generators_for(
     num_threads: int | None = None,
     api_key_env: str | None = None,
     concurrency: int = 4,
+    constrained: bool = False,
 ) -> dict[str, ChatGenerator]:
     """``{"base": ..., "fine_tuned": ...}`` generators for a `fine_tuned_model` value.
 
-    Local: the base is the model the adapter/full fine-tune started from (for the tiny model, the
-    untrained random init), the fine-tuned one is the adapter or full model dir. Cloud: both are
-    called on the same endpoint, the base by its model name and the fine-tuned one by its id.
+    Local: the base is the pretrained model the adapter/full fine-tune started from, the
+    fine-tuned one is the adapter or full model dir. A base built from random weights (``tiny``)
+    has no prompt-engineered baseline to offer, so it gets no generator (`has_pretrained_base`)
+    rather than a 0 % row that compares with nothing. Cloud: both are called on the same endpoint,
+    the base by its model name and the fine-tuned one by its id. Which system prompt each one
+    gets is `prompt_kinds_for`.
+    `constrained` keeps both models' replies inside the reply schema (see the module docstring).
     """
     backend = model.get("backend")
     if backend == "local":
@@ -330,9 +380,11 @@ def generators_for(
         base_path = model.get("base_model_path") or model.get("base_model")
         if not base_path:
             raise ValueError("fine_tuned_model (local) has neither base_model_path nor base_model")
-        common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, num_threads=num_threads)
+        common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, num_threads=num_threads,
+                      constrained=constrained)
+        base = {"base": LocalHFGenerator(str(base_path), name=f"base:{Path(str(base_path)).name}", **common)}
         return {
-            "base": LocalHFGenerator(str(base_path), name=f"base:{Path(str(base_path)).name}", **common),
+            **(base if has_pretrained_base(model) else {}),
             "fine_tuned": LocalHFGenerator(
                 str(tuned_path),
                 base_model_path=str(base_path),
@@ -351,9 +403,31 @@ def generators_for(
             azure=backend == "azure",
             max_new_tokens=max_new_tokens,
             concurrency=concurrency,
+            constrained=constrained,
         )
         return {
             "base": OpenAIChatGenerator(str(model.get("base_model")), **common),
             "fine_tuned": OpenAIChatGenerator(str(model["model_id"]), **common),
         }
     raise ValueError(f"unknown fine_tuned_model backend: {backend!r}")
+
+
+#: Base model names that are built from random weights (nothing was pretrained).
+RANDOM_INIT_BASES = frozenset({"tiny"})
+
+
+def has_pretrained_base(model: Mapping[str, Any]) -> bool:
+    """False when the fine-tuned model started from random weights: there is no base to prompt."""
+    return not (model.get("backend") == "local" and model.get("base_model") in RANDOM_INIT_BASES)
+
+
+def prompt_kinds_for(model: Mapping[str, Any]) -> dict[str, PromptKind]:
+    """The system prompt each generator of `generators_for` runs with.
+
+    The base is today's production assistant: the prompt-engineered ``full`` prompt. The
+    fine-tuned model runs with the prompt it was trained with (its recorded ``prompt_id``);
+    a model that records none (trained before prompts were versioned) had the full prompt.
+    """
+    recorded = model.get("prompt_id")
+    tuned = parse_prompt_id(recorded)[1] if recorded else PromptKind.FULL
+    return {"base": PromptKind.FULL, "fine_tuned": tuned}
