@@ -123,6 +123,29 @@ def _page(items: list[dict[str, Any]], request: Request, default_limit: int = 20
     return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
 
 
+#: Keywords OpenAI's strict structured outputs refused (and some API versions still refuse).
+STRICT_UNSUPPORTED = ("pattern", "format", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems")
+
+
+def strict_schema_errors(schema: Any, path: str = "$") -> list[str]:
+    """What the real API answers 400 to in a ``"strict": true`` json_schema response_format:
+    an object must list every property as required and set additionalProperties to false, and
+    the value-bound keywords above are refused."""
+    if not isinstance(schema, dict):
+        return []
+    errors = [f"{path}: '{kw}' is not supported in strict mode" for kw in STRICT_UNSUPPORTED if kw in schema]
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        if schema.get("additionalProperties") is not False:
+            errors.append(f"{path}: additionalProperties must be false")
+        if sorted(schema.get("required") or []) != sorted(props):
+            errors.append(f"{path}: 'required' must list every property")
+        for key, sub in props.items():
+            errors += strict_schema_errors(sub, f"{path}.{key}")
+    errors += strict_schema_errors(schema.get("items"), f"{path}[]")
+    return errors
+
+
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
     """name -> (filename, bytes), with the stdlib (no python-multipart dependency)."""
     msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -356,6 +379,14 @@ def build_app(state: FakeState) -> FastAPI:
             known |= set(state.deployments)
         if state.check_chat_model and (model.startswith("ft:") or deployment is not None) and model not in known:
             return _error(404, f"The model `{model}` does not exist", "model_not_found")
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema") or {}
+            problems = ["json_schema needs a name and a schema"] if not spec.get("name") or "schema" not in spec else []
+            if spec.get("strict"):
+                problems += strict_schema_errors(spec.get("schema"))
+            if problems:
+                return _error(400, f"Invalid schema for response_format: {problems[0]}", "invalid_json_schema")
         try:
             content = state.chat_reply(model, body.get("messages", []))
         except Exception as exc:

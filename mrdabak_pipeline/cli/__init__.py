@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: Modules of this package that define sub-commands (each has `register(subparsers)`).
-COMMAND_MODULES = ("db", "dataset", "finetune_hf", "openai_jobs")
+COMMAND_MODULES = ("db", "dataset", "finetune_hf", "openai_jobs", "predict", "chat")
 
 
 def build_parser() -> argparse.ArgumentParser:
