@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import phonenumbers
 from faker import Faker
 
 from mrdabak_pipeline.core.bulk import paused_gc
@@ -156,6 +157,60 @@ def scan_text(text: str) -> Iterator[tuple[str, str]]:
         yield kind, m.group(0)
 
 
+# --- The independent oracle -------------------------------------------------------------------
+#
+# `PII_PATTERN` decides what the pseudonymizer replaces; proving the output clean with the same
+# pattern would only prove that the pattern agrees with itself. The audit below shares no rule
+# with it: Google's libphonenumber (the `phonenumbers` port) finds phone numbers however they are
+# written, a digit-run rule finds any long number (cards, resident registration numbers, phones
+# with odd separators, account numbers), and a loose e-mail shape finds addresses whatever their
+# characters. It is deliberately broader than the replacer: whatever it finds in pseudonymized
+# output is a miss of the replacer, and the `no_pii` check stops the table.
+
+#: Digits joined by up to three separator characters (space, - . / ( ) _), seven digits or more: one
+#: written number long enough to matter (shorter runs are quantities, prices, house numbers).
+_DIGIT_RUN = re.compile(r"\d(?:[\s\-./()_]{0,3}\d){6,}")
+#: ISO dates and clock times are not identifiers; they are blanked before digit runs are counted.
+_DATE_OR_TIME = re.compile(r"(?<!\d)\d{4}-\d{2}-\d{2}(?!\d)|(?<!\d)\d{1,2}:\d{2}(?::\d{2})?(?!\d)")
+#: A number this long is an identifier of some kind (the shortest Korean phone number, 02-123-4567,
+#: has 9 digits; an RRN 13, a card 15-16), never a quantity, price, date or address number.
+MIN_IDENTIFIER_DIGITS = 9
+#: Something@something.tld, any characters but whitespace and @ (Hangul local parts included).
+_EMAIL_LIKE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@.]{2,}")
+#: Business numbers (1588-xxxx, 080 toll-free, …) belong to companies, not to customers.
+_NOT_PERSONAL = frozenset(
+    {
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.TOLL_FREE,
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+    }
+)
+
+
+def audit_text(text: str) -> list[tuple[str, str]]:
+    """(kind, matched text) for every identifier the independent oracle finds in `text`.
+
+    Kinds: ``phone_number`` (a valid personal number per libphonenumber, Korean by default,
+    international with a +), ``long_digit_run`` (≥ `MIN_IDENTIFIER_DIGITS` digits written as one
+    number, ISO dates and times aside), ``email_like``. Shares no pattern with `PII_PATTERN` on
+    purpose (see above). libphonenumber costs ~30 µs a text, so it only runs where a run of seven
+    digits or more remains once dates and times are blanked.
+    """
+    hits: list[tuple[str, str]] = []
+    if "@" in text:
+        hits += [("email_like", m.group(0)) for m in _EMAIL_LIKE.finditer(text)]
+    if _DIGIT_RUN.search(text) is None:  # hot path: most texts hold no long number at all
+        return hits
+    runs = [m.group(0) for m in _DIGIT_RUN.finditer(_DATE_OR_TIME.sub(" ", text))]
+    hits += [("long_digit_run", r) for r in runs if sum(c.isdigit() for c in r) >= MIN_IDENTIFIER_DIGITS]
+    if runs:
+        for match in phonenumbers.PhoneNumberMatcher(text, "KR", leniency=phonenumbers.Leniency.VALID):
+            if phonenumbers.number_type(match.number) not in _NOT_PERSONAL:
+                hits.append(("phone_number", match.raw_string))
+    return hits
+
+
 def known_values(session: Session) -> list[str]:
     """The session's own real name and delivery addresses: what must not survive pseudonymization."""
     values = [session.customer_name] if session.customer_name and len(session.customer_name) >= 2 else []
@@ -164,7 +219,7 @@ def known_values(session: Session) -> list[str]:
 
 
 def session_leaks(session: Session, forbidden: Iterable[str], scanned: dict[str, list[tuple[str, str]]] | None = None) -> list[tuple[str, str]]:
-    """Structured PII and any of the session's `forbidden` real values found in its output.
+    """Structured PII, the independent oracle's hits and the session's `forbidden` real values in its output.
 
     `scanned` memoizes the structured scan per text across the sessions of a chunk (templated
     assistant texts recur in every session); the forbidden values are the session's own.
@@ -177,7 +232,7 @@ def session_leaks(session: Session, forbidden: Iterable[str], scanned: dict[str,
     for text in dict.fromkeys(texts):  # each distinct text once (states repeat the address per turn)
         found = memo.get(text)
         if found is None:  # every structured pattern needs a digit or an @
-            found = list(scan_text(text)) if _LEAK_HINT.search(text) else []
+            found = list(scan_text(text)) + audit_text(text) if _LEAK_HINT.search(text) else []
             if len(memo) >= _SCAN_CACHE_SIZE:
                 memo.clear()
             memo[text] = found

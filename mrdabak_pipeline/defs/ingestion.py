@@ -28,6 +28,27 @@ def preview_markdown(table: pa.Table, columns: list[str], rows: int = 8, width: 
     return "\n".join(lines)
 
 
+#: What the raw preview shows: ids, roles, sizes and flags. The rows are not pseudonymized yet, so
+#: no text (message content, order_state with its deliveryAddress, customer name) may reach the
+#: event log or the UI: metadata carries counts and shapes, never customer values.
+RAW_PREVIEW_COLUMNS = ["session_id", "message_id", "role", "content_chars", "has_order_state", "is_orphan", "decode_error"]
+
+
+def raw_preview_table(table: pa.Table) -> pa.Table:
+    """The raw table reduced to `RAW_PREVIEW_COLUMNS`: lengths and flags in place of the texts."""
+    return pa.table(
+        {
+            "session_id": table.column("session_id"),
+            "message_id": table.column("message_id"),
+            "role": table.column("role"),
+            "content_chars": pc.utf8_length(table.column("content")),
+            "has_order_state": pc.is_valid(table.column("order_state")),
+            "is_orphan": table.column("is_orphan"),
+            "decode_error": table.column("decode_error"),
+        }
+    )
+
+
 @asset(
     group_name="ingestion",
     kinds={"sqlalchemy", "parquet"},
@@ -59,8 +80,6 @@ def raw_conversation_logs(context: AssetExecutionContext, raw_db: RawDatabaseRes
             "flags": MetadataValue.json(dict(errors)),
             "rows_per_day": MetadataValue.json(dict(sorted(per_day.items()))),
             "db_dialect": raw_db.dialect,
-            "preview": MetadataValue.md(
-                preview_markdown(table, ["session_id", "role", "content", "order_state", "decode_error"])
-            ),
+            "preview": MetadataValue.md(preview_markdown(raw_preview_table(table), RAW_PREVIEW_COLUMNS)),
         },
     )

@@ -53,16 +53,24 @@ def _md_counts(counts: dict[str, int], key: str = "reason") -> MetadataValue:
     return MetadataValue.md(f"| {key} | count |\n|---|---|\n{rows}" if rows else f"no {key}s")
 
 
+#: Order-state fields a preview may show: the menu choice and the delivery slot. The address and
+#: every text stay out even after pseudonymization: the pseudonymizer is documented to miss some
+#: PII (names without a cue, partial addresses), and metadata lands in the event log and the UI.
+PREVIEW_STATE_FIELDS = ("dinnerType", "servingStyle", "quantity", "deliveryDate", "deliveryTime")
+
+
 def _session_preview(sessions: list[Session], rows: int = 8) -> MetadataValue:
+    """Ids, lineage, sizes, tags and the final order's menu/slot fields: no customer text."""
     table = pa.Table.from_pylist(
         [
             {
                 "session_id": s.session_id,
-                "customer_name": s.customer_name,
+                "source_session_id": s.source_session_id or "",
+                "variant": s.variant,
                 "turns": len(s.turns),
+                "user_chars": sum(len(t.content) for t in s.turns if t.role == "user"),
                 "tags": ",".join(s.tags),
-                "first_user": next((t.content for t in s.turns if t.role == "user"), ""),
-                "final_state": str(s.final_order_state or {}),
+                **{f: str((s.final_order_state or {}).get(f, "")) for f in PREVIEW_STATE_FIELDS},
             }
             for s in sessions[:rows]
         ]
