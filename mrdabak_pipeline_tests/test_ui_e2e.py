@@ -47,6 +47,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCATION = "mrdabak_pipeline"
 ARTIFACT_DIR_ENV = "MRDABAK_UI_ARTIFACT_DIR"
+#: The blocking checks of evaluation_report that may stop a tiny model's promotion.
+GATE_CHECKS = ("json_validity_gate", "exact_match_not_worse_than_base", "rule_violation_gate")
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 #: Every edge a user should see in the lineage graph (upstream, downstream).
 LINEAGE = [
@@ -256,7 +258,19 @@ def test_ui_end_to_end(server: Server, tmp_path: Path) -> None:
             }
         },
     )
-    server.wait_for_run(train, 1500)
+    status = server.wait_for_run(train, 1500)
+    run = server.graphql(
+        f'{{ runOrError(runId: "{train}") {{ ... on Run {{ status stepStats {{ stepKey status }} }} }} }}'
+    )["runOrError"]
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert steps.get("fine_tuned_model") == "SUCCESS" and steps.get("evaluation_report") == "SUCCESS", steps
+    failed = {k for k, v in steps.items() if v == "FAILURE"}
+    if status == DagsterRunStatus.SUCCESS:
+        assert steps.get("promoted_model") == "SUCCESS", steps
+    else:  # the only acceptable failure: the promotion gate refusing the tiny model
+        assert status == DagsterRunStatus.FAILURE, status
+        assert failed and all(k == "promoted_model" or any(g in k for g in GATE_CHECKS) for k in failed), steps
+        assert steps.get("promoted_model") in {"FAILURE", "SKIPPED", None}, steps
 
     # 4. Lineage and evaluation metadata through GraphQL.
     nodes = server.graphql("{ assetNodes { assetKey { path } dependencyKeys { path } } }")["assetNodes"]

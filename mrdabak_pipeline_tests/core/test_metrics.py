@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.metrics import (
+    FIELD_NAMES,
     EvalItem,
     apply_judge,
     bootstrap_interval,
@@ -305,8 +306,53 @@ def test_apply_judge_skips_invalid_and_survives_failures() -> None:
     assert "judge" not in summarize(items, scores)
 
 
-@given(st.text(max_size=200))
-@settings(max_examples=100, deadline=None)
-def test_any_text_scores_without_crashing(text: str) -> None:
-    s = score_reply(_item(PARTIAL), text)
-    assert s.valid_json or s.error
+#: Replies as a model writes them: free text, or the app's JSON shape with any (valid or broken) state.
+_STATE_VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "dinnerType": st.sampled_from(["FRENCH", "VALENTINE", "CHAMPAGNE_FEAST", "french", "PIZZA", ""]),
+        "servingStyle": st.sampled_from(["SIMPLE", "GRAND", "DELUXE", "Grand", "HUGE"]),
+        "quantity": st.one_of(st.integers(-1, 5), st.sampled_from(["2", "두 개", None])),
+        "deliveryDate": st.sampled_from(["2025-12-24", "2025-13-40", "내일"]),
+        "deliveryTime": st.sampled_from(["19:00", "25:00", "저녁"]),
+        "readyForConfirmation": st.booleans(),
+        "needsMoreInfo": st.lists(st.sampled_from(["servingStyle", "quantity", "deliveryDate", "deliveryAddress"]), unique=True),
+    },
+)
+_REPLIES = st.one_of(
+    st.text(max_size=200),
+    st.builds(
+        lambda message, state: json.dumps({"message": message, "orderState": state}, ensure_ascii=False),
+        st.one_of(st.just("주문 확인 부탁드립니다."), st.text(max_size=40)),
+        st.one_of(st.none(), _STATE_VALUES, st.builds(lambda: dict(PARTIAL))),
+    ),
+)
+
+
+@given(_REPLIES)
+@settings(max_examples=200, deadline=None)
+def test_any_reply_scores_consistently(text: str) -> None:
+    """Validity agrees with an independent reading of the reply, and the figures agree with each other."""
+    item = _item(PARTIAL)
+    s = score_reply(item, text)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    app_shaped = isinstance(obj, dict) and set(obj) == {"message", "orderState"} and isinstance(obj["message"], str)
+    ref_missing = len(PARTIAL["needsMoreInfo"])
+    if s.valid_json:
+        assert app_shaped and s.error is None and s.message == obj["message"]
+        assert set(s.field_correct) == set(FIELD_NAMES)
+        assert 0.0 <= s.chrf <= 100.0
+        assert s.nmi_tp + s.nmi_fn == ref_missing
+        agrees = all(s.field_correct.values()) and s.ready_correct and s.nmi_fp == s.nmi_fn == 0
+        assert s.exact_match == agrees
+        assert s.rule_violation == (s.state.get("dinnerType") == "CHAMPAGNE_FEAST" and s.state.get("servingStyle") == "SIMPLE")
+    else:
+        assert s.error, "an invalid reply says why"
+        assert not s.exact_match and s.chrf == 0.0 and not s.declined and not s.rule_violation
+        assert s.field_correct == dict.fromkeys(FIELD_NAMES, False)
+        assert (s.nmi_tp, s.nmi_fp, s.nmi_fn) == (0, 0, ref_missing)
+    if obj == {"message": item.ref_message, "orderState": PARTIAL}:
+        assert s.exact_match and s.chrf == 100.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -285,8 +287,19 @@ def test_failure_sensor_survives_a_dead_webhook(instance, monkeypatch) -> None:
     context = build_run_status_sensor_context(
         sensor_name="run_failure_alert_sensor", dagster_event=event, dagster_instance=instance, dagster_run=run
     ).for_run_failure()
-    monkeypatch.setenv(ALERT_WEBHOOK_ENV, "http://127.0.0.1:9/nothing-listens-here")
-    automation.run_failure_alert_sensor(context)  # logs a warning, does not raise
+    with socket.socket() as sock:  # a port that was free a moment ago: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"http://127.0.0.1:{port}/hook-secret-token")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    context.log.addHandler(handler)
+    automation.run_failure_alert_sensor(context)  # must not raise
+    logged = [(r.levelno, r.getMessage()) for r in records]
+    assert any(level == logging.ERROR and "_failing_job failed" in msg for level, msg in logged), logged
+    assert (logging.WARNING, f"failure alert to ${ALERT_WEBHOOK_ENV} not delivered: URLError") in logged
+    assert not any("hook-secret-token" in msg for _, msg in logged), "the webhook URL was logged"
 
 
 # --- Instance configuration ---------------------------------------------------------------------
