@@ -25,6 +25,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "4": ("incremental_refresh", "incremental refresh"),
     "5": ("sensor_tick", "retrain sensor tick"),
     "6": ("generation_speed", "batched generation"),
+    "7": ("prompt_cost", "short vs full prompt: tokens and latency per request"),
 }
 
 
