@@ -465,3 +465,20 @@ def count_sessions_since(engine: Engine, after: datetime, statuses: tuple[str, .
     if isinstance(newest, str):
         newest = datetime.fromisoformat(newest)
     return int(count), newest
+
+
+def session_span_since(engine: Engine, after: datetime, statuses: tuple[str, ...] | None = None) -> tuple[int, datetime | None, datetime | None]:
+    """`count_sessions_since` plus the oldest created_at: which days hold the new sessions.
+
+    The retrain sensor refreshes exactly those daily partitions before training. Same sargable
+    comparison, one aggregate (MIN and MAX of the indexed column).
+    """
+    lo = after.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else after
+    created = _window_column(engine, session_table.c.created_at)
+    q = select(func.count(), func.min(session_table.c.created_at), func.max(session_table.c.created_at)).where(created > lo)
+    if statuses:
+        q = q.where(session_table.c.status.in_(statuses))
+    with engine.connect() as conn:
+        count, oldest, newest = conn.execute(q).one()
+    oldest, newest = (datetime.fromisoformat(v) if isinstance(v, str) else v for v in (oldest, newest))
+    return int(count), oldest, newest

@@ -4,9 +4,17 @@ The retrain sensor (``defs/automation.py``) asks the raw DB one indexed aggregat
 (`db.count_sessions_since`) and hands the numbers here. Keeping the rule pure makes the policy
 testable without a DB or Dagster, and keeps the sensor a few lines.
 
-A *high-water mark* is the newest ``created_at`` of the conversations a model was trained on, as a
-naive Asia/Seoul wall-clock time (the app's clock, see `core.db`). It is stored as ISO text in the
-sensor cursor and in the ``data_high_water_mark`` metadata of ``fine_tuned_model``.
+A *high-water mark* is the newest ``created_at`` of the conversations a dataset holds or a model was
+trained on, as a naive Asia/Seoul wall-clock time (the app's clock, see `core.db`). It is stored as
+ISO text in the sensor cursor and in the ``data_high_water_mark`` metadata of the datasets and of
+``fine_tuned_model``.
+
+The decision compares three marks: what the current model was trained on (``since``), what the
+datasets hold now (``dataset_mark``) and the newest complete conversation in the raw DB. When
+enough conversations arrived after the model's mark, either the datasets already hold them (train
+on the datasets as they are) or they do not (first refresh the Seoul days that hold them and
+rebuild the datasets, in the same run that trains): a model is only ever said to be trained on
+data up to X when X is in the data it trains on.
 """
 
 from __future__ import annotations
@@ -85,9 +93,29 @@ def min_new_sessions_from_env(environ: dict[str, str] | None = None) -> int:
     return value
 
 
+def session_day(mark: datetime) -> str:
+    """The daily partition key (Seoul calendar day) a conversation started at `mark` belongs to."""
+    return mark.date().isoformat()
+
+
+def refresh_range(oldest: datetime | None, newest: datetime, dataset_mark: datetime | None) -> tuple[str, str]:
+    """First and last Seoul day holding a new conversation the datasets do not contain yet.
+
+    Every conversation after `dataset_mark` starts on its day or later, and every new one on the
+    day of `oldest` or later, so the later of the two is where the missing ones begin.
+    """
+    known = [m for m in (oldest, dataset_mark) if m is not None]
+    start = max(known) if known else newest
+    return session_day(min(start, newest)), session_day(newest)
+
+
 @dataclass(frozen=True)
 class RetrainDecision:
-    """What the sensor does this tick, and the sentence it shows in the UI's tick history."""
+    """What the sensor does this tick, and the sentence it shows in the UI's tick history.
+
+    ``refresh_days`` is None when the datasets already hold every new conversation (train on them
+    as they are), else the (first, last) Seoul day to refresh before the datasets are rebuilt.
+    """
 
     should_train: bool
     new_sessions: int
@@ -96,10 +124,20 @@ class RetrainDecision:
     newest: datetime | None
     reason: str
     run_key: str | None = None
+    refresh_days: tuple[str, str] | None = None
 
 
-def decide_retrain(new_sessions: int, newest: datetime | None, since: datetime | None, threshold: int) -> RetrainDecision:
-    """Train once at least `threshold` complete conversations arrived after `since`."""
+def decide_retrain(
+    new_sessions: int,
+    newest: datetime | None,
+    since: datetime | None,
+    threshold: int,
+    *,
+    oldest: datetime | None = None,
+    dataset_mark: datetime | None = None,
+) -> RetrainDecision:
+    """Train once at least `threshold` complete conversations arrived after `since` (the model's
+    mark), on datasets that hold them: rebuilt first unless `dataset_mark` already covers `newest`."""
     since_text = format_high_water_mark(since) if since else "the beginning (no model trained yet)"
     if new_sessions < threshold or newest is None:
         reason = (
@@ -107,8 +145,19 @@ def decide_retrain(new_sessions: int, newest: datetime | None, since: datetime |
             f"retraining needs {threshold} ({threshold - new_sessions} more)."
         )
         return RetrainDecision(False, new_sessions, threshold, since, newest, reason)
-    reason = (
-        f"{new_sessions} new complete conversation(s) since {since_text} "
-        f"(threshold {threshold}); training on data up to {format_high_water_mark(newest)}."
+    head = f"{new_sessions} new complete conversation(s) since {since_text} (threshold {threshold}); "
+    newest_text = format_high_water_mark(newest)
+    if dataset_mark is not None and dataset_mark >= newest:
+        reason = head + (
+            f"the datasets already hold them (up to {format_high_water_mark(dataset_mark)}): "
+            f"training on data up to {newest_text} or later."
+        )
+        return RetrainDecision(True, new_sessions, threshold, since, newest, reason, retrain_run_key(newest))
+    first, last = refresh_range(oldest, newest, dataset_mark)
+    held = format_high_water_mark(dataset_mark) if dataset_mark else "nothing"
+    days = first if first == last else f"{first}..{last}"
+    reason = head + (
+        f"the datasets hold data up to {held}, so the run refreshes {days}, rebuilds the datasets "
+        f"and trains on data up to {newest_text} or later."
     )
-    return RetrainDecision(True, new_sessions, threshold, since, newest, reason, retrain_run_key(newest))
+    return RetrainDecision(True, new_sessions, threshold, since, newest, reason, retrain_run_key(newest), (first, last))

@@ -3,4 +3,6 @@
 from dagster import DailyPartitionsDefinition
 
 #: Sessions are partitioned by the day they were created, on the Asia/Seoul clock the app runs on.
-daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="Asia/Seoul")
+#: ``end_offset=1``: today (Seoul) is a partition too, so a retrain can train on today's conversations
+#: (issue 15); the nightly schedule still requests yesterday, the last complete day.
+daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="Asia/Seoul", end_offset=1)

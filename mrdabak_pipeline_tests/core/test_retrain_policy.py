@@ -16,7 +16,9 @@ from mrdabak_pipeline.core.retrain_policy import (
     latest_high_water_mark,
     min_new_sessions_from_env,
     parse_high_water_mark,
+    refresh_range,
     retrain_run_key,
+    session_day,
 )
 
 naive_times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1))
@@ -66,3 +68,41 @@ def test_threshold_from_env() -> None:
     for bad in ("0", "-3", "fifty"):
         with pytest.raises(ValueError, match=MIN_NEW_SESSIONS_ENV):
             min_new_sessions_from_env({MIN_NEW_SESSIONS_ENV: bad})
+
+
+# --- What the retrain run trains on (issue 15, item 1) ----------------------------------------
+
+
+@given(naive_times, st.timedeltas(timedelta(0), timedelta(days=40)), st.none() | naive_times, st.data())
+def test_refresh_range_covers_every_session_the_datasets_miss(oldest, span, dataset_mark, data) -> None:
+    newest = oldest + span
+    first, last = refresh_range(oldest, newest, dataset_mark)
+    assert first <= last == session_day(newest)
+    # any new session (between oldest and newest) that the datasets do not hold is in the range
+    session = data.draw(st.datetimes(min_value=oldest, max_value=newest))
+    if dataset_mark is None or session > dataset_mark:
+        assert first <= session_day(session) <= last
+
+
+def test_stale_datasets_ask_for_the_days_that_hold_the_new_sessions() -> None:
+    model = datetime(2025, 3, 5, 20, 0)
+    oldest, newest = datetime(2025, 3, 6, 9, 0), datetime(2025, 3, 9, 14, 30)
+    decision = decide_retrain(60, newest, model, 50, oldest=oldest, dataset_mark=datetime(2025, 3, 8, 23, 0))
+    assert decision.should_train and decision.refresh_days == ("2025-03-08", "2025-03-09")
+    assert "refreshes 2025-03-08..2025-03-09, rebuilds the datasets" in decision.reason
+    no_datasets = decide_retrain(60, newest, model, 50, oldest=oldest)
+    assert no_datasets.refresh_days == ("2025-03-06", "2025-03-09")
+    assert "hold data up to nothing" in no_datasets.reason
+
+
+def test_datasets_that_hold_the_new_sessions_are_trained_on_as_they_are() -> None:
+    newest = datetime(2025, 3, 9, 14, 30)
+    decision = decide_retrain(60, newest, datetime(2025, 3, 5), 50, oldest=datetime(2025, 3, 6), dataset_mark=newest)
+    assert decision.should_train and decision.refresh_days is None
+    assert decision.run_key == retrain_run_key(newest)
+    assert "the datasets already hold them" in decision.reason
+
+
+def test_below_threshold_never_refreshes() -> None:
+    decision = decide_retrain(49, datetime(2025, 3, 9), None, 50, oldest=datetime(2025, 3, 1))
+    assert not decision.should_train and decision.refresh_days is None and decision.run_key is None

@@ -1,36 +1,36 @@
-"""No-op assets with the real keys, partitioning and lineage, wired to the real automation.
+"""No-op assets generated from the real asset graph, wired to the real automation.
 
 Lets the automation tests (and the PostgreSQL instance test, which loads this file as a code
-location) exercise jobs, schedules and sensors without running the pipeline's heavy assets.
+location) exercise jobs, schedules and sensors without running the pipeline's heavy assets. Every
+key, dependency, partitioning, backfill policy and pool is read from the real `Definitions`, so the
+stand-in cannot drift from the pipeline (`test_stand_in_mirrors_the_real_graph` checks it).
 """
 
 from __future__ import annotations
 
-from dagster import AssetsDefinition, Definitions, FilesystemIOManager, asset
+from dagster import AssetKey, AssetsDefinition, Definitions, FilesystemIOManager, asset
 
 from mrdabak_pipeline.defs import automation
-from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
-
-UPSTREAM: dict[str, list[str]] = {
-    "raw_conversation_logs": [],
-    "cleaned_sessions": ["raw_conversation_logs"],
-    "rejected_sessions": ["raw_conversation_logs"],
-    "augmented_sessions": ["cleaned_sessions"],
-    "openai_chat_dataset": ["augmented_sessions"],
-    "huggingface_dataset": ["augmented_sessions"],
-    "fine_tuned_model": ["openai_chat_dataset", "huggingface_dataset"],
-    "evaluation_report": ["fine_tuned_model"],
-    "promoted_model": ["evaluation_report"],
-}
 
 
 def stand_in_assets() -> list[AssetsDefinition]:
-    out = []
-    for name, upstream in UPSTREAM.items():
-        partitions = daily_partitions if name in automation.DAILY_ASSETS else None
+    """One no-op asset per real asset key, with the real key's lineage and execution settings."""
+    from mrdabak_pipeline.definitions import defs as real
 
-        @asset(name=name, deps=upstream, partitions_def=partitions, group_name="stand_in")
+    graph = real.resolve_asset_graph()
+    out = []
+    for key in sorted(graph.get_all_asset_keys(), key=AssetKey.to_user_string):
+        node = graph.get(key)
+
+        @asset(
+            key=key,
+            deps=sorted(node.parent_keys, key=AssetKey.to_user_string),
+            partitions_def=node.partitions_def,
+            backfill_policy=node.backfill_policy,
+            pool=real.resolve_assets_def(key).op.pool,
+            group_name="stand_in",
+        )
         def _noop() -> None:
             return None
 

@@ -1,8 +1,8 @@
 """Jobs, schedules and sensors of `defs/automation.py`, evaluated against a real DagsterInstance.
 
-The asset graph is stood in by no-op assets with the real keys and partitioning, so these tests
-exercise the automation policy alone (fast, no training); the real graph is covered by the
-end-to-end UI test.
+The asset graph is stood in by no-op assets generated from the real graph (keys, lineage,
+partitioning, pools), so these tests exercise the automation policy alone (fast, no training); the
+retrain loop over the real assets is `mrdabak_pipeline_tests/test_retrain_loop.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from mrdabak_pipeline.core.retrain_policy import MIN_NEW_SESSIONS_ENV
 from mrdabak_pipeline.defs import automation
 from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
-from mrdabak_pipeline_tests.defs.automation_standin import build_stand_in_defs
+from mrdabak_pipeline_tests.defs.automation_standin import build_stand_in_defs, stand_in_assets
 
 SEOUL = ZoneInfo("Asia/Seoul")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,8 +105,40 @@ def test_jobs_select_the_right_assets(defs: Definitions) -> None:
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} == set(automation.DAILY_ASSETS)
     training = defs.resolve_job_def("train_evaluate_promote_job")
     assert {k.to_user_string() for k in training.asset_layer.executable_asset_keys} == set(automation.TRAINING_ASSETS)
-    assert training.run_tags["mrdabak/pool"] == "gpu"
-    assert int(training.run_tags["dagster/max_runtime"]) == automation.TRAINING_MAX_RUNTIME_SECONDS
+    retrain = defs.resolve_job_def("retrain_job")
+    assert {k.to_user_string() for k in retrain.asset_layer.executable_asset_keys} == {
+        *automation.DAILY_ASSETS, *automation.DATASET_ASSETS, *automation.TRAINING_ASSETS
+    }
+    assert retrain.partitions_def == daily_partitions
+    for job_def in (training, retrain):
+        assert job_def.run_tags["mrdabak/pool"] == "gpu"
+        assert int(job_def.run_tags["dagster/max_runtime"]) == automation.TRAINING_MAX_RUNTIME_SECONDS
+
+
+def test_stand_in_mirrors_the_real_graph(defs: Definitions) -> None:
+    """The stand-in has exactly the real keys, edges, partitioning and pools (it is generated from
+    them; this catches a generator that drops an asset, e.g. dpo_dataset, or invents an edge)."""
+    from mrdabak_pipeline.definitions import defs as real
+
+    def shape(d: Definitions) -> dict[str, tuple]:
+        graph = d.resolve_asset_graph()
+        return {
+            k.to_user_string(): (
+                sorted(p.to_user_string() for p in graph.get(k).parent_keys),
+                graph.get(k).partitions_def,
+                graph.get(k).backfill_policy,
+                d.resolve_assets_def(k).op.pool,
+            )
+            for k in graph.get_all_asset_keys()
+        }
+
+    stand_in, actual = shape(defs), shape(real)
+    assert stand_in == actual
+    # spot checks against what the old hand-written stand-in got wrong
+    assert stand_in["huggingface_dataset"][0] == ["openai_chat_dataset"]
+    assert stand_in["dpo_dataset"][0] == ["augmented_sessions"]
+    assert stand_in["fine_tuned_model"][3] == "gpu"
+    assert len(stand_in_assets()) == len(actual) == 10
 
 
 @pytest.mark.parametrize(
@@ -154,6 +186,8 @@ def test_retrain_requests_one_run_at_threshold_and_never_twice(defs, instance, r
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     assert request.run_key == f"retrain@{newest.isoformat(timespec='microseconds')}"
+    # no datasets yet: the run refreshes the day holding the sessions, rebuilds and trains
+    assert request.job_name == "retrain_job" and request.partition_key == "2025-03-09"
     assert request.tags["mrdabak/new_sessions"] == "50"
     assert first.cursor == newest.isoformat(timespec="microseconds")
 
@@ -188,6 +222,40 @@ def test_retrain_counts_from_the_current_models_high_water_mark(defs, instance, 
     assert result.cursor == trained_up_to.isoformat(timespec="microseconds")
 
 
+def _report_datasets(instance: DagsterInstance, mark: datetime, keys: tuple[str, ...] = automation.DATASET_ASSETS) -> None:
+    for key in keys:
+        instance.report_runless_asset_event(
+            AssetMaterialization(asset_key=AssetKey(key), metadata={"data_high_water_mark": MetadataValue.text(mark.isoformat())})
+        )
+
+
+def test_retrain_refreshes_the_days_the_datasets_miss_then_trains(defs, instance, raw_db) -> None:
+    """Before: the sensor launched training on the datasets of the last nightly refresh, which did
+    not hold the sessions that triggered it. Now the run covers the days from the datasets' mark
+    to the newest session (a partition range: one run, the daily assets run the range at once)."""
+    _add_sessions(raw_db, 30, T0 - timedelta(days=3))  # the 6th, 09:00-09:29
+    _report_datasets(instance, T0 - timedelta(days=3) + timedelta(minutes=10))  # datasets hold up to the 6th, 09:10
+    newest = _add_sessions(raw_db, 30, T0)  # the 9th
+    result = _tick(defs, instance, raw_db)
+    (request,) = result.run_requests
+    assert request.job_name == "retrain_job"
+    assert request.partition_key is None
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        "2025-03-06", "2025-03-09",
+    )
+    assert request.run_key == f"retrain@{newest.isoformat(timespec='microseconds')}"
+
+
+def test_retrain_trains_on_datasets_that_already_hold_the_sessions(defs, instance, raw_db) -> None:
+    newest = _add_sessions(raw_db, 60, T0)
+    _report_datasets(instance, newest, keys=("openai_chat_dataset",))  # one dataset is not enough
+    assert _tick(defs, instance, raw_db).run_requests[0].job_name == "retrain_job"
+    _report_datasets(instance, newest)
+    (request,) = _tick(defs, instance, raw_db).run_requests
+    assert request.job_name == "train_evaluate_promote_job" and request.partition_key is None
+    assert "dagster/asset_partition_range_start" not in request.tags
+
+
 def test_retrain_threshold_from_env(defs, instance, raw_db, monkeypatch) -> None:
     monkeypatch.setenv(MIN_NEW_SESSIONS_ENV, "3")
     _add_sessions(raw_db, 3, T0)
@@ -199,7 +267,7 @@ def test_retrain_threshold_from_env(defs, instance, raw_db, monkeypatch) -> None
 
 def test_retrain_sensor_settings(defs) -> None:
     sensor = defs.resolve_sensor_def("retrain_sensor")
-    assert sensor.job_name == "train_evaluate_promote_job"
+    assert {target.job_name for target in sensor.targets} == {"train_evaluate_promote_job", "retrain_job"}
     assert 5 * 60 <= sensor.minimum_interval_seconds <= 60 * 60
 
 
@@ -311,6 +379,11 @@ def test_local_instance_config(tmp_path: Path, monkeypatch) -> None:
     with DagsterInstance.get() as inst:
         assert not inst.telemetry_enabled
         assert inst.run_monitoring_enabled and inst.run_monitoring_max_runtime_seconds > 0
+        # a killed run's gpu slots are freed (issue 15 item 3): health-checked workers + slot freeing
+        assert type(inst.run_launcher).__name__ == "LocalHealthCheckRunLauncher"
+        assert inst.run_launcher.supports_check_run_worker_health
+        assert 0 < inst.run_monitoring_settings["free_slots_after_run_end_seconds"] <= 60
+        assert inst.run_monitoring_settings["poll_interval_seconds"] <= 60
         pools = inst.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 1
         limits = inst.get_concurrency_config().run_queue_config.tag_concurrency_limits
@@ -351,7 +424,7 @@ def test_real_definitions_wire_the_automation() -> None:
 
     from mrdabak_pipeline.definitions import defs as real
 
-    for name in ("daily_refresh_job", "datasets_job", "train_evaluate_promote_job"):
+    for name in ("daily_refresh_job", "datasets_job", "train_evaluate_promote_job", "retrain_job"):
         assert real.resolve_job_def(name) is not None
     assert real.resolve_schedule_def("nightly_refresh_schedule").job_name == "daily_refresh_job"
     for name in ("datasets_after_refresh_sensor", "retrain_sensor", "run_failure_alert_sensor"):
