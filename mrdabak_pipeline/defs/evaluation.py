@@ -44,7 +44,7 @@ class EvaluationConfig(Config):
     """How much to evaluate, how to generate, and the promotion gate's thresholds."""
 
     max_items: int = 60
-    max_golden_items: int = 40
+    max_golden_items: int = 200  # the whole hand-written set: it is the acceptance check
     batch_size: int = 8
     max_new_tokens: int = 256
     device: str = "auto"
@@ -163,6 +163,7 @@ def evaluation_report(
         "models": results["models"],
         "metrics": results["metrics"],
         "corpus_chrf": results["corpus_chrf"],
+        "notes": results["notes"],
         "n_skipped": len(skipped),
         "gate": gate,
         "fine_tuned_model": fine_tuned_model,

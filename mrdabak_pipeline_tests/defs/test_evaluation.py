@@ -21,7 +21,7 @@ from mrdabak_pipeline.defs.evaluation import evaluation_assets, evaluation_check
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
-from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
+from mrdabak_pipeline_tests.prompt_fixtures import NOW, SYSTEM_PROMPT
 from mrdabak_pipeline_tests.tiny_chat_model import build_tiny_adapter, build_tiny_model
 
 torch.set_num_threads(1)
@@ -52,8 +52,8 @@ GOLDEN = [
     {
         "id": "ood-weather",
         "category": "out_of_domain",
+        "now": NOW,
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "오늘 서울 날씨 어때요?"},
             {"role": "assistant", "content": assistant_target("죄송하지만 날씨는 답변드릴 수 없습니다. 디너 주문을 도와드릴까요?", {"needsMoreInfo": ["dinnerType"]})},
         ],
@@ -61,8 +61,8 @@ GOLDEN = [
     {
         "id": "champagne-simple",
         "category": "rule",
+        "now": NOW,
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "샴페인 축제 디너 심플로 주세요"},
             {"role": "assistant", "content": assistant_target("샴페인 축제 디너는 그랜드 또는 디럭스로만 제공됩니다.", {"dinnerType": "CHAMPAGNE_FEAST", "needsMoreInfo": ["servingStyle"]})},
         ],
@@ -86,7 +86,8 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _answers() -> dict[str, str]:
-    return {ex["messages"][1]["content"]: ex["messages"][2]["content"] for ex in _examples() + GOLDEN}
+    # last user turn -> the reference reply (validation examples start with a system message, golden ones do not)
+    return {ex["messages"][-2]["content"]: ex["messages"][-1]["content"] for ex in _examples() + GOLDEN}
 
 
 def _run(
@@ -232,8 +233,11 @@ def test_local_tiny_models_through_the_asset(data_root: Path, tmp_path: Path) ->
     report = result.output_for_node("evaluation_report")
     # Random weights write garbage: the gate must stop them.
     assert report["metrics"]["fine_tuned"]["all"]["json_valid"]["value"] == 0.0
-    assert report["metrics"]["base"]["all"]["json_valid"]["n"] == 5
+    assert report["metrics"]["fine_tuned"]["all"]["json_valid"]["n"] == 5
+    # a random-init base has no prompt-engineered baseline: no base row, and the report says why
+    assert "base" not in report["metrics"] and "No baseline" in report["notes"][0]
     gen = report["models"]["fine_tuned"]
+    assert gen["generation"]["prompt_tokens_per_request"] > 0 and gen["prompt_id"] == "mrdabak-v2-full"
     assert gen["generation"]["mode"] == "batched" and gen["generation"]["tokens_per_s"] > 0
     assert gen["sequential"]["n_prompts"] == 2
     assert _check_outcomes(result)["json_validity_gate"] is False
