@@ -10,6 +10,9 @@ Why llguidance: it is a small self-contained wheel (Rust, no torch/triton build)
 masks in microseconds on CPU, and it is the engine vLLM, SGLang and llama.cpp use for the same
 job, so local and served constrained decoding agree. Its own torch helper is `torch.compile`d
 (needs a C compiler on CPU), so the mask is applied here with two plain tensor ops instead.
+llguidance assumes the tokenizer can write every byte (true of byte-level BPE and of
+SentencePiece with byte fallback, i.e. every chat model we fine-tune); a toy vocabulary without,
+say, "v" gets masks that do not honour the grammar.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class JsonSchemaLogitsProcessor:
         self.vocab_size = tokenizer.vocab_size
         self._mask = llguidance.numpy.allocate_token_bitmask(batch_size, self.vocab_size)
         self._seen = prompt_len
+        #: Rows stopped at a dead end (see `__call__`): their replies are cut short, not valid JSON.
+        self.dead_ends: set[int] = set()
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -80,8 +85,8 @@ class JsonSchemaLogitsProcessor:
         width = input_ids.shape[1]
         if width > self._seen:  # one new token per row since the last call
             last = input_ids[:, -1].tolist()
-            for matcher, token in zip(self.matchers, last, strict=True):
-                if not matcher.is_stopped() and not matcher.is_error():
+            for i, (matcher, token) in enumerate(zip(self.matchers, last, strict=True)):
+                if i not in self.dead_ends and not matcher.is_stopped() and not matcher.is_error():
                     matcher.consume_token(int(token))
             self._seen = width
         # A matcher in error (it never should be: the mask forbids what it would reject) is let go.
@@ -89,13 +94,15 @@ class JsonSchemaLogitsProcessor:
         if not active:
             return scores
         for i in active:
-            if self.matchers[i].is_stopped():
-                words = self._mask.view(np.uint32)
-                words[i] = 0
-                for t in self.eos_ids:
-                    words[i, t // 32] |= np.uint32(1 << (t % 32))
-            else:
-                self._np.fill_next_token_bitmask(self.matchers[i], self._mask, i)
+            if i in self.dead_ends or self.matchers[i].is_stopped():
+                self._only_eos(i)
+                continue
+            self._np.fill_next_token_bitmask(self.matchers[i], self._mask, i)
+            if not self._mask[i].any():
+                # A dead end: nothing may follow (a safeguard; with a tokenizer that can write every
+                # byte it does not happen). End the reply rather than let the row write unmasked text.
+                self.dead_ends.add(i)
+                self._only_eos(i)
         words = torch.from_numpy(self._mask[active]).to(scores.device)
         bits = (words.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=scores.device)) & 1
         allowed = bits.reshape(len(active), -1)[:, : scores.shape[1]].bool()
@@ -105,6 +112,12 @@ class JsonSchemaLogitsProcessor:
         rows = torch.tensor(active, device=scores.device)
         scores[rows] = scores[rows].masked_fill(~allowed, float("-inf"))
         return scores
+
+    def _only_eos(self, row: int) -> None:
+        words = self._mask.view(np.uint32)
+        words[row] = 0
+        for t in self.eos_ids:
+            words[row, t // 32] |= np.uint32(1 << (t % 32))
 
     @property
     def n_errors(self) -> int:
