@@ -29,19 +29,33 @@ TIME_SLOTS: tuple[str, ...] = tuple(f"{h:02d}:{m:02d}" for h in range(11, 22) fo
 #: How far after the conversation day a variant's delivery may fall.
 MAX_OFFSET_DAYS = 9
 
+#: Native Korean hour words (한 시 … 열두 시), longest first so 열한 is not read as 열.
+KO_HOURS: dict[str, int] = {
+    "열두": 12, "열한": 11, "열": 10, "한": 1, "두": 2, "세": 3, "네": 4,
+    "다섯": 5, "여섯": 6, "일곱": 7, "여덟": 8, "아홉": 9,
+}
+_PERIOD = r"오전|오후|저녁|밤|낮|아침|점심"
 _DATETIME = re.compile(
-    r"(?=[오내모글다이0-9저밤낮아점])"  # every alternative starts with one of these: 4x faster on long text
-    r"(?:(?P<rel>오늘|내일|모레|글피)"
+    # every alternative starts with one of these: 4x faster on long text
+    r"(?=[오내모글다이0-9저밤낮아점정월화수목금토일한두세네열여])"
+    r"(?:(?P<rel>내일 ?모레|오늘|내일|모레|글피)"
     r"|(?P<week>(?P<wk>다다음 ?주|다음 ?주|이번 ?주) ?(?P<wd>[월화수목금토일])요일)"
+    r"|(?P<ymd>(?<!\d)(?P<yy>20\d\d)년 ?(?P<ym>1[0-2]|0?[1-9])월 ?(?P<yd>3[01]|[12]\d|0?[1-9])일)"
     r"|(?P<md>(?<!\d)(?P<m>1[0-2]|0?[1-9])월 ?(?P<d>3[01]|[12]\d|0?[1-9])일(?P<paren>\([월화수목금토일]\))?)"
+    r"|(?P<sl>(?<![\d/])(?P<sm>1[0-2]|0?[1-9])/(?P<sd>3[01]|[12]\d|0?[1-9])(?![\d/]))"
     r"|(?P<iso>(?<!\d)\d{4}-\d{2}-\d{2}(?!\d))"
     r"|(?P<hm>(?<![\d:])(?P<hh>2[0-3]|[01]?\d):(?P<mm>[0-5]\d)(?![\d:]))"
-    r"|(?P<kt>(?:(?P<period>오전|오후|저녁|밤|낮|아침|점심) ?)?(?<!\d)(?P<h>2[0-4]|1\d|0?[1-9])시(?!간)"
+    rf"|(?P<kt>(?:(?P<period>{_PERIOD}) ?)?(?<!\d)(?P<h>2[0-4]|1\d|0?[1-9])시(?!간)"
     r"(?: ?(?P<half>반)| ?(?P<min>[0-5]?\d)분)?)"
+    rf"|(?P<kw>(?:(?P<kwp>{_PERIOD}) ?|(?<![가-힣]))(?P<kwh>{'|'.join(KO_HOURS)}) ?시"
+    r"(?=[에로요쯤반까경정이입으도는엔]|[^가-힣]|$)(?: ?(?P<kwhalf>반)| ?(?P<kwmin>[0-5]?\d)분)?)"
+    r"|(?P<bare>(?<![가-힣])(?P<bwd>[월화수목금토일])요일)"
+    r"|(?P<noon>정오)"
     r"|(?P<lunch>점심))"
 )
-_HINT = re.compile(r"[0-9]|오늘|내일|모레|글피|요일|점심")
+_HINT = re.compile(r"[0-9]|오늘|내일|모레|글피|요일|점심|정오|[한두세네섯곱덟홉열] ?시")
 _REL_WORDS = ("오늘", "내일", "모레", "글피")
+_REL_OFFSETS = {"오늘": 0, "내일": 1, "모레": 2, "내일모레": 2, "글피": 3}
 _WEEK_WORDS = {"이번주": 0, "다음주": 1, "다다음주": 2}
 
 
@@ -54,7 +68,7 @@ class Mention(NamedTuple):
     start: int
     end: int
     kind: str  # "date" | "time"
-    style: str  # rel | week | md | iso | hm | kt | lunch
+    style: str  # rel | week | bare | md | sl | ymd | iso (dates); hm | kt | kw | noon | lunch (times)
     value: str  # YYYY-MM-DD or HH:MM
     paren: bool = False  # "3월 2일(일)": the weekday in parentheses
 
@@ -76,14 +90,40 @@ _MEANINGS: dict[tuple[str | None, str, date | None], Mention | None] = {}
 _MEANINGS_SIZE = 100_000
 
 
+def _month_day(month: int, day: int, anchor: date | None) -> date:
+    """M월 D일 said without a year: this year's, or next year's when that is more than half a
+    year ago (in December, "1월 3일" is next January)."""
+    year = anchor.year if anchor else 2000
+    d = date(year, month, day)
+    if anchor and d < anchor - timedelta(days=180):
+        d = date(year + 1, d.month, d.day)
+    return d
+
+
+def _clock(h: int, minute: int, period: str | None) -> Mention | None:
+    """A spoken hour with its period as a 24h time. Without a period, 1-10 o'clock means PM: the
+    service delivers lunch and dinner (11:00-21:30), nobody orders a dinner for 7 in the morning."""
+    if period in ("오전", "아침"):
+        h = 0 if h == 12 else h
+    elif period in ("오후", "저녁", "밤", "낮", "점심") or 1 <= h <= 10:
+        h = h + 12 if h < 12 else h
+    if h >= 24:
+        return None
+    return Mention(0, 0, "time", "", f"{h:02d}:{minute:02d}")
+
+
 def _meaning(m: re.Match[str], style: str | None, anchor: date | None) -> Mention | None:
-    """What match `m` of alternative `style` means (its span is the whole text)."""
+    """What match `m` of alternative `style` means (its span is the whole text).
+
+    Relative words count from `anchor`, the conversation's first day (its "now"): 이번 주 is the
+    Monday-Sunday week holding it, 다음 주 the week after, a bare 토요일 the next one after today.
+    """
     group = m.group
     try:
         if style == "rel":
             if anchor is None:
                 return None
-            d = anchor + timedelta(days=_REL_WORDS.index(group("rel")))
+            d = anchor + timedelta(days=_REL_OFFSETS[group("rel").replace(" ", "")])
             return Mention(0, 0, "date", "rel", d.isoformat())
         if style == "week":
             if anchor is None:
@@ -91,28 +131,30 @@ def _meaning(m: re.Match[str], style: str | None, anchor: date | None) -> Mentio
             monday = anchor - timedelta(days=anchor.weekday())
             d = monday + timedelta(days=7 * _WEEK_WORDS[group("wk").replace(" ", "")] + KO_WEEKDAYS.index(group("wd")))
             return Mention(0, 0, "date", "week", d.isoformat())
+        if style == "bare":
+            if anchor is None:
+                return None
+            ahead = (KO_WEEKDAYS.index(group("bwd")) - anchor.weekday() - 1) % 7 + 1  # 1..7 days ahead
+            return Mention(0, 0, "date", "bare", (anchor + timedelta(days=ahead)).isoformat())
         if style == "md":
-            year = anchor.year if anchor else 2000
-            d = date(year, int(group("m")), int(group("d")))
-            if anchor and d < anchor - timedelta(days=180):
-                d = date(year + 1, d.month, d.day)
+            d = _month_day(int(group("m")), int(group("d")), anchor)
             return Mention(0, 0, "date", "md", d.isoformat(), bool(group("paren")))
+        if style == "sl":
+            return Mention(0, 0, "date", "sl", _month_day(int(group("sm")), int(group("sd")), anchor).isoformat())
+        if style == "ymd":
+            return Mention(0, 0, "date", "ymd", date(int(group("yy")), int(group("ym")), int(group("yd"))).isoformat())
         if style == "iso":
             return Mention(0, 0, "date", "iso", date.fromisoformat(group("iso")).isoformat())
         if style == "hm":
             return Mention(0, 0, "time", "hm", f"{int(group('hh')):02d}:{group('mm')}")
         if style == "kt":
-            h, period = int(group("h")), group("period")
-            minute = 30 if group("half") else int(group("min") or 0)
-            if period in ("오전", "아침"):
-                h = 0 if h == 12 else h
-            elif period in ("오후", "저녁", "밤", "낮", "점심") or 1 <= h <= 10:  # no period: a dinner service means PM
-                h = h + 12 if h < 12 else h
-            if h >= 24:
-                return None
-            return Mention(0, 0, "time", "kt", f"{h:02d}:{minute:02d}")
-        if style == "lunch":
-            return Mention(0, 0, "time", "lunch", "12:00")
+            at = _clock(int(group("h")), 30 if group("half") else int(group("min") or 0), group("period"))
+            return at and at._replace(style="kt")
+        if style == "kw":
+            at = _clock(KO_HOURS[group("kwh")], 30 if group("kwhalf") else int(group("kwmin") or 0), group("kwp"))
+            return at and at._replace(style="kw")
+        if style in ("noon", "lunch"):
+            return Mention(0, 0, "time", style, "12:00")
     except ValueError:  # 2월 30일 and the like: not a date
         return None
     return None
@@ -162,34 +204,56 @@ def state_mismatches(session: Session, mentions: _MentionCache | None = None) ->
 
 
 def render_date(d: date, style: str, anchor: date | None, paren: bool = False) -> str:
-    """`d` as a Korean expression in `style`; falls back to "M월 D일" where the style cannot say it."""
+    """`d` as a Korean expression in `style` that `datetime_mentions` resolves back to `d` from
+    `anchor`; where the style cannot say it (내일 for a date next month), "M월 D일" (with the
+    year when the month and day alone would mean another year)."""
     if anchor is not None:
         offset = (d - anchor).days
-        if style == "rel" and 0 <= offset < len(_REL_WORDS) - 1:
+        if style == "rel" and 0 <= offset <= 2:
             return _REL_WORDS[offset]
+        if style == "bare" and 1 <= offset <= 6:
+            return f"{KO_WEEKDAYS[d.weekday()]}요일"
         week = (d - (anchor - timedelta(days=anchor.weekday()))).days // 7
-        if style == "week" and offset >= 0 and week in (0, 1):
+        if style in ("week", "bare") and offset >= 0 and week in (0, 1):
             return f"{'이번 주' if week == 0 else '다음 주'} {KO_WEEKDAYS[d.weekday()]}요일"
     if style == "iso":
         return d.isoformat()
+    if style == "ymd" or (anchor is not None and _month_day(d.month, d.day, anchor) != d):
+        return f"{d.year}년 {d.month}월 {d.day}일"
+    if style == "sl":
+        return f"{d.month}/{d.day}"
     return f"{d.month}월 {d.day}일" + (f"({KO_WEEKDAYS[d.weekday()]})" if paren else "")
 
 
+#: 1 -> "한", …, 12 -> "열두": how an hour is said with native numbers (한 시, 일곱 시 반).
+HOUR_WORDS: dict[int, str] = {v: k for k, v in KO_HOURS.items()}
+#: The styles a customer may say a date / a time in (`render_date` / `render_time`).
+USER_DATE_STYLES: tuple[str, ...] = ("rel", "week", "bare", "md", "sl", "ymd", "iso")
+USER_TIME_STYLES: tuple[str, ...] = ("hm", "kt", "kw", "h24", "noon", "lunch")
+
+
 def render_time(hhmm: str, style: str, rng: random.Random | None = None) -> str:
-    """"19:30" as 19:30 (hm), 저녁 7시 반 / 오후 7시 30분 (kt) or 점심 (lunch, 12:00 only)."""
+    """"19:30" as 19:30 (hm), 저녁 7시 반 / 오후 7시 30분 (kt), 저녁 일곱 시 반 (kw), 19시 30분
+    (h24), 정오 (noon) or 점심 (lunch); the last two only for 12:00, else kt."""
     h, m = int(hhmm[:2]), int(hhmm[3:])
     if style == "hm":
         return hhmm
-    if style == "lunch" and (h, m) == (12, 0):
-        return "점심"
+    if (h, m) == (12, 0) and style in ("lunch", "noon"):
+        return "점심" if style == "lunch" else "정오"
+    half = m == 30 and (rng is None or rng.random() < 0.7)
+    tail = "" if m == 0 else (" 반" if half else f" {m}분")
+    if style == "h24" and h >= 13:
+        return f"{h}시{tail}"
     if h < 12:
         period, h12 = "오전", h
     elif h == 12:
         period, h12 = "낮", 12
     else:
-        period = "저녁" if h >= 18 and (rng is None or rng.random() < 0.6) else "오후"
         h12 = h - 12
-    tail = "" if m == 0 else (" 반" if m == 30 and (rng is None or rng.random() < 0.7) else f" {m}분")
+        evening = h >= 18 and (rng is None or rng.random() < 0.6)
+        period = ("밤" if h >= 21 and (rng is None or rng.random() < 0.5) else "저녁") if evening else "오후"
+    if style == "kw" and m in (0, 30):
+        return f"{period} {HOUR_WORDS[h12]} 시{' 반' if m == 30 else ''}"
     return f"{period} {h12}시{tail}"
 
 
@@ -211,17 +275,23 @@ class _Variant:
             if len(session.customer_name) == 3 and len(new) == 3:
                 self.given.append((session.customer_name[1:], new[1:]))
         self.addresses = {a: random_address(rng, pools) for a in dict.fromkeys(s["deliveryAddress"] for s in states if s.get("deliveryAddress"))}
+        old_times = sorted({s["deliveryTime"] for s in states if s.get("deliveryTime")})
+        self.times = dict(zip(old_times, rng.sample(TIME_SLOTS, len(old_times)), strict=True)) if len(old_times) <= len(TIME_SLOTS) else {}
+        # Dates move by one shift, the session's created_at (the conversation's "now") stays: every
+        # relative word is re-rendered for its new date from that same day (내일 -> 모레, or
+        # "3월 5일" where no relative word fits), so text, state and now agree.
         old_dates = sorted({s["deliveryDate"] for s in states if s.get("deliveryDate")})
         self.dates: dict[str, str] = {}
         if old_dates and self.anchor is not None:
             first = date.fromisoformat(old_dates[0])
-            delta = timedelta(days=rng.randint(0, MAX_OFFSET_DAYS) - (first - self.anchor).days)
+            earliest = min(self.times.values(), default="23:59")
+            # no delivery earlier today than an hour from now
+            soonest = 1 if session.created_at is not None and (session.created_at + timedelta(hours=1)).strftime("%H:%M") > earliest else 0
+            delta = timedelta(days=rng.randint(soonest, MAX_OFFSET_DAYS) - (first - self.anchor).days)
             self.dates = {d: (date.fromisoformat(d) + delta).isoformat() for d in old_dates}
-        old_times = sorted({s["deliveryTime"] for s in states if s.get("deliveryTime")})
-        self.times = dict(zip(old_times, rng.sample(TIME_SLOTS, len(old_times)), strict=True)) if len(old_times) <= len(TIME_SLOTS) else {}
         # how the customer says dates and times in this variant
-        self.user_date_style = rng.choice(("rel", "rel", "week", "md"))
-        self.user_time_style = rng.choice(("kt", "kt", "hm", "lunch"))
+        self.user_date_style = rng.choice(("rel", "rel", "week", "bare", "md", "md", "ymd", "sl"))
+        self.user_time_style = rng.choice(("kt", "kt", "hm", "kw", "h24", "lunch", "noon"))
 
     def _datetime(self, text: str, role: str) -> str:
         mentions = _cached_mentions(text, self.anchor, self.mentions)
@@ -234,11 +304,11 @@ class _Variant:
             if new is None:
                 continue
             if x.kind == "date":
-                style = self.user_date_style if role == "user" and x.style in ("rel", "week", "md") else x.style
+                style = self.user_date_style if role == "user" and x.style in USER_DATE_STYLES else x.style
                 rendered = render_date(date.fromisoformat(new), style, self.anchor, x.paren)
             else:
-                style = self.user_time_style if role == "user" and x.style in ("kt", "hm", "lunch") else x.style
-                rendered = render_time(new, "kt" if style == "lunch" and new != "12:00" else style, self.rng)
+                style = self.user_time_style if role == "user" and x.style in USER_TIME_STYLES else x.style
+                rendered = render_time(new, style, self.rng)
             parts += [text[pos : x.start], rendered]
             pos = x.end
         return "".join(parts) + text[pos:]
