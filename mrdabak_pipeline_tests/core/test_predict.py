@@ -113,6 +113,11 @@ def test_choose_prompt() -> None:
     bare = predict.ModelSpec("local", "m", model_path="/m")
     assert predict.choose_prompt(bare).kind == prompts.PromptKind.SHORT  # what fine-tuned models train with
     assert predict.choose_prompt(bare, "full").kind == prompts.PromptKind.FULL
+    # A model value from before prompts were versioned ran with the full prompt in evaluation: same here.
+    legacy = predict.spec_from_value({"backend": "openai", "model_id": "ft:old"})
+    assert legacy.prompt_id is None and predict.choose_prompt(legacy).kind == prompts.PromptKind.FULL
+    versioned = predict.spec_from_value({"backend": "openai", "model_id": "ft:new", "prompt_id": "mrdabak-v2-short"})
+    assert predict.choose_prompt(versioned).kind == prompts.PromptKind.SHORT
 
 
 def test_conversation_validation() -> None:

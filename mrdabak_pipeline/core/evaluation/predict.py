@@ -30,6 +30,7 @@ from mrdabak_pipeline.core.evaluation.generate import (
     LocalHFGenerator,
     Messages,
     OpenAIChatGenerator,
+    prompt_kinds_for,
 )
 from mrdabak_pipeline.core.validation import INVALID_JSON
 
@@ -54,6 +55,8 @@ class ModelSpec:
     model_id: str | None = None
     base_url: str | None = None
     prompt_id: str | None = None
+    #: The prompt when none is recorded nor asked for (see `choose_prompt`).
+    default_prompt: prompts.PromptKind = prompts.PromptKind.SHORT
 
     @property
     def is_local(self) -> bool:
@@ -64,6 +67,9 @@ def spec_from_value(value: Mapping[str, Any], label: str = "") -> ModelSpec:
     """A `fine_tuned_model` value or a `promoted_model` value (they share the field names that matter)."""
     backend = value.get("backend")
     pid = value.get("prompt_id")
+    # A value without a prompt id is a model trained before prompts were versioned: evaluation ran
+    # it with the full prompt, and so does prediction (one rule: `generate.prompt_kinds_for`).
+    default = prompt_kinds_for(value)["fine_tuned"]
     if backend == "local":
         path = value.get("model_path")
         if not path:
@@ -71,14 +77,15 @@ def spec_from_value(value: Mapping[str, Any], label: str = "") -> ModelSpec:
         is_adapter = bool(value.get("is_adapter")) or value.get("kind") == "adapter"
         base = value.get("base_model_path") if is_adapter else None
         return ModelSpec("local", label or str(path), model_path=str(path),
-                         base_model_path=str(base) if base else None, is_adapter=is_adapter, prompt_id=pid)
+                         base_model_path=str(base) if base else None, is_adapter=is_adapter, prompt_id=pid,
+                         default_prompt=default)
     if backend in ("openai", "azure"):
         # Azure calls a deployment, not the model id (see promotion.serving_instructions).
         model_id = value.get("deployment") or value.get("model_id")
         if not model_id:
             raise ModelSpecError(f"{backend} model value has no model_id")
         return ModelSpec(str(backend), label or str(model_id), model_id=str(model_id),
-                         base_url=value.get("base_url"), prompt_id=pid)
+                         base_url=value.get("base_url"), prompt_id=pid, default_prompt=default)
     raise ModelSpecError(f"unknown model backend {backend!r}")
 
 
@@ -159,14 +166,15 @@ def choose_prompt(spec: ModelSpec, requested: str | None = None) -> PromptChoice
 
     Running a model with another prompt than its own measures nothing useful, so a conflicting
     request is refused (`prompts.PromptMismatchError`). A model that records nothing gets the
-    requested kind, else SHORT (what a fine-tuned model is trained with).
+    requested kind, else its spec's default: FULL for an unversioned model value (as evaluation
+    runs it), SHORT for a bare folder or endpoint id (what fine-tuned models are trained with).
     """
     if spec.prompt_id:
         version, kind = prompts.parse_prompt_id(spec.prompt_id)
         if requested:
             prompts.check_prompt_id(spec.prompt_id, prompts.prompt_id(requested, version))
         return PromptChoice(kind, version)
-    return PromptChoice(prompts.PromptKind(requested or prompts.PromptKind.SHORT), prompts.PROMPT_VERSION)
+    return PromptChoice(prompts.PromptKind(requested or spec.default_prompt), prompts.PROMPT_VERSION)
 
 
 # --- Input lines -> prompts ---------------------------------------------------------------------
