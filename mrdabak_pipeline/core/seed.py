@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from faker import Faker
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Engine, delete, func, insert, inspect, select, text
 
 from mrdabak_pipeline.core.augment import HOUR_WORDS, datetime_mentions
 from mrdabak_pipeline.core.db import create_schema, message_table, session_table
@@ -976,8 +976,6 @@ def _seeded(column: Any) -> Any:
 
 def count_seeded(engine: Engine) -> tuple[int, int]:
     """(sessions, messages) written by the seeder in `engine`'s database (0, 0 without tables)."""
-    from sqlalchemy import inspect
-
     if not inspect(engine).has_table(message_table.name):
         return 0, 0
     with engine.connect() as conn:
@@ -989,8 +987,6 @@ def count_seeded(engine: Engine) -> tuple[int, int]:
 def purge_seeded(engine: Engine) -> tuple[int, int]:
     """Delete every seeded session and message (orphans included), in one transaction; returns
     (sessions, messages) removed. Rows of the production app (bare UUID ids) are never touched."""
-    from sqlalchemy import inspect
-
     if not inspect(engine).has_table(message_table.name):
         return 0, 0
     with engine.begin() as conn:

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mrdabak_pipeline.cli import main
+from mrdabak_pipeline.core.db import make_engine
 from mrdabak_pipeline.core.domain import (
     DinnerType,
     ServingStyle,
     is_allowed_combination,
     normalize_order_state,
 )
-from mrdabak_pipeline.core.seed import SCENARIOS, generate, ro
+from mrdabak_pipeline.core.seed import (
+    SCENARIOS,
+    SEED_ID_PREFIX,
+    count_seeded,
+    generate,
+    is_seeded,
+    purge_seeded,
+    ro,
+    seed_database,
+)
 
 END = date(2026, 11, 20)
 
@@ -76,3 +88,85 @@ def test_delivery_fields_match_the_customers_words():
 def test_particle_ro_always_attaches_one_particle(word):
     out = ro(word)
     assert out.startswith(word) and out[len(word):] in {"로", "으로"}
+
+
+# --- Seeded rows never reach production unnoticed (issue 15 §4) --------------------------------
+
+PROD_ID = "3f2b1c9e-8d7a-4e6f-9b1a-2c3d4e5f6a7b"  # what the production app writes: a bare UUID
+
+
+def _production_row(engine) -> None:
+    from sqlalchemy import insert
+
+    from mrdabak_pipeline.core.db import create_schema, message_table, session_table
+
+    create_schema(engine)
+    now = datetime(2026, 11, 20, 12)
+    with engine.begin() as conn:
+        conn.execute(insert(session_table), [{"id": PROD_ID, "customer_id": 1, "customer_name": "고객", "status": "CONFIRMED", "created_at": now, "updated_at": now}])
+        conn.execute(insert(message_table), [{"session_id": PROD_ID, "role": "USER", "content": "안녕하세요", "order_state": None, "created_at": now}])
+
+
+def _ids(engine) -> tuple[set[str], set[str]]:
+    from sqlalchemy import select
+
+    from mrdabak_pipeline.core.db import message_table, session_table
+
+    with engine.connect() as conn:
+        return (
+            set(conn.execute(select(session_table.c.id)).scalars()),
+            set(conn.execute(select(message_table.c.session_id)).scalars()),
+        )
+
+
+def test_seed_refuses_a_non_sqlite_database_without_the_flag(capsys, monkeypatch) -> None:
+    """MRDABAK_DB_URL may point at production: `mrdabak seed` must not write there by default
+    (and must not even connect: port 1 would fail if it tried)."""
+    monkeypatch.setenv("MRDABAK_DB_URL", "postgresql+psycopg2://app@127.0.0.1:1/production")
+    assert main(["seed", "--sessions", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing" in err and "--allow-non-sqlite" in err
+    assert main(["seed", "--sessions", "5", "--db-url", "mysql+pymysql://app@127.0.0.1:1/prod"]) == 2
+
+
+def test_seeded_sessions_are_marked_and_purged(tmp_path, capsys) -> None:
+    url = f"sqlite:///{tmp_path / 'raw.db'}"
+    engine = make_engine(url)
+    _production_row(engine)
+    assert main(["seed", "--db-url", url, "--sessions", "120", "--days", "2", "--end-date", "2026-11-20", "--damage-rate", "0.3"]) == 0
+    sessions, message_sessions = _ids(engine)
+    seeded = {s for s in sessions | message_sessions if s != PROD_ID}
+    assert len(seeded) >= 110 and all(is_seeded(s) and s.startswith(SEED_ID_PREFIX) for s in seeded)
+    assert not is_seeded(PROD_ID)
+    assert count_seeded(engine)[0] == len(sessions) - 1
+    assert main(["seed", "--db-url", url, "--purge"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert _ids(engine) == ({PROD_ID}, {PROD_ID})  # orphan seeded messages gone too; production kept
+    assert count_seeded(engine) == (0, 0)
+    assert main(["seed", "--db-url", url, "--purge"]) == 0  # idempotent
+
+
+def test_purge_on_a_database_without_tables(tmp_path) -> None:
+    assert purge_seeded(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) == (0, 0)
+
+
+@pytest.mark.postgres
+def test_postgres_needs_the_flag_and_purge_removes_only_seeded_rows(pg_url) -> None:
+    engine = make_engine(pg_url)
+    _production_row(engine)
+    assert main(["seed", "--db-url", pg_url, "--sessions", "40", "--end-date", "2026-11-20"]) == 2
+    assert _ids(engine) == ({PROD_ID}, {PROD_ID})  # nothing written
+    assert main(["seed", "--db-url", pg_url, "--allow-non-sqlite", "--sessions", "40", "--end-date", "2026-11-20", "--damage-rate", "0.3"]) == 0
+    assert count_seeded(engine)[0] >= 35
+    assert main(["seed", "--db-url", pg_url, "--purge"]) == 0
+    assert _ids(engine) == ({PROD_ID}, {PROD_ID})
+    engine.dispose()
+
+
+def test_demo_sized_seeding_is_fast(tmp_path) -> None:
+    """`make demo` seeds 250 sessions; that must stay well under 10 s."""
+    import time as clock
+
+    start = clock.perf_counter()
+    seed_database(make_engine(f"sqlite:///{tmp_path / 'demo.db'}"), sessions=250, days=14, seed=42, end_date=END)
+    assert clock.perf_counter() - start < 10
