@@ -14,6 +14,10 @@ process's own error message, then re-raises (Pipes also reports the traceback).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,32 @@ def run(pipes: PipesContext) -> dict[str, Any]:
     return result
 
 
+def watch_parent(interval_s: float = 2.0) -> threading.Thread:
+    """End this process when the process that launched it dies.
+
+    The Dagster run worker that launched training can be killed outright (kill -9, OOM); the
+    instance then frees its `gpu` slot and a retry may start, so a training process left running
+    would hold the accelerator and write into the same output folder as the retry. An orphan is
+    re-parented (its parent pid changes), which a polling thread notices; SIGTERM lets the
+    trainer stop like any terminated run. A thread rather than ``PR_SET_PDEATHSIG``: that signal
+    fires when the launching *thread* exits, which in a threaded run worker is not the run's end.
+    """
+    parent = os.getppid()
+
+    def poll() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=poll, name="watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
+    watch_parent()
     with open_dagster_pipes() as pipes:
         run(pipes)
 
