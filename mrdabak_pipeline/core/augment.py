@@ -3,9 +3,12 @@
 A variant must stay a correct training example, so every change is made consistently in the user
 text, the assistant text and the order_state: the delivery date and time are moved by a mapping
 (old value -> new value) and every Korean date/time expression that resolves to an old value is
-re-written for the new one (내일 저녁 7시, 모레 점심, 12월 24일 오후 6시 반, 다음 주 금요일,
-19:00, the assistant's "3월 2일(일) 19:30" read-back). Relative expressions are resolved against
-the session's creation day, as the customer meant them. `datetime_mentions` is the same resolver,
+re-written for the new one (내일 저녁 7시, 모레 점심, 내일모레 정오, 12월 24일 오후 6시 반, 12/24,
+2026년 12월 31일, 다음 주 금요일, 토요일 밤 아홉 시, 19시 30분, 19:00, the assistant's
+"3월 2일(일) 19:30" read-back). Relative expressions are resolved against the session's creation
+day — the conversation's "now", which the model sees — as the customer meant them. A variant keeps
+created_at and re-says every moved date from that same day (내일 becomes 모레, or "3월 5일"
+where no relative word fits), so text, order_state and now agree. `datetime_mentions` is the same resolver,
 public so tests (and checks) can prove that order_state still matches the text of every variant.
 
 Deterministic for a seed: each (seed, source session, variant) has its own RNG. Pure Python.

@@ -771,7 +771,7 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
             c.assistant(f"{lead}{others + ' ' if others else ''}죄송합니다. 샴페인 축제 디너는 그랜드 또는 디럭스 스타일로만 제공됩니다. 어떤 스타일로 하시겠어요?")
             said = replace(said, style=final.style)
             word = style_word(final.style, rng)
-            c.user(rng.choice((f"그럼 {ro(word)} 할게요.", f"아 그래요? 그럼 {ro(word)} 해 주세요", f"{yo(word)}", f"그러면 {word}로 부탁드려요")))
+            c.user(rng.choice((f"그럼 {ro(word)} 할게요.", f"아 그렇구나. 그럼 {ro(word)} 바꿔서 주세요", f"{yo(word)}", f"그러면 {word}로 부탁드려요")))
             c.state["servingStyle"] = final.style.value
             _next(c, _ack(c, ["servingStyle"]))
         elif mistake in chunk:  # the assistant mishears, the customer corrects: a DPO pair
