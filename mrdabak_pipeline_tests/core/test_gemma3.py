@@ -130,7 +130,7 @@ def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, t
     """
     from mrdabak_pipeline.core.training.sft import TrainParams, load_model_for_inference, train_sft
 
-    ds = save_dataset(tmp_path / "ds", n_train=4, n_val=0, system_prompt="주문 도우미")
+    ds = save_dataset(tmp_path / "ds", n_train=4, n_val=1, system_prompt="주문 도우미")
     params = TrainParams(base_model=str(gemma_dir), use_lora=True, max_steps=2, batch_size=2, learning_rate=5e-4,
                          logging_steps=1, evaluate=False, num_threads=1, max_length=256)
     logs: list[str] = []
