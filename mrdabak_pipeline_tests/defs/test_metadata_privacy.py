@@ -31,6 +31,7 @@ from mrdabak_pipeline.defs.ingestion import raw_conversation_logs
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.preparation import augment_sessions_asset, clean_sessions
 from mrdabak_pipeline.defs.resources import DataPathsResource, RawDatabaseResource
+from mrdabak_pipeline_tests.dataset_helpers import state
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAY = "2025-03-01"
@@ -55,8 +56,6 @@ REJECTED_ID = "00000000-0000-4000-8000-000000000002"
 
 
 def _state(ready: bool = False, **fields: Any) -> str:
-    from mrdabak_pipeline_tests.dataset_helpers import state
-
     return json.dumps(state(ready, **fields), ensure_ascii=False)
 
 
