@@ -206,7 +206,7 @@ def run_cloud_fine_tune(
         validation_path=valid_path,
         train_sha256=openai_dataset.get("train_sha256"),
         validation_sha256=openai_dataset.get("validation_sha256") if valid_path else None,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
     )
     job_id = handle.job.id
     for up in handle.uploads:
@@ -216,7 +216,7 @@ def run_cloud_fine_tune(
         f"(status {handle.job.status}, fingerprint {handle.fingerprint[:12]})"
     )
     try:
-        context.instance.add_run_tags(context.run_id, {RUN_TAG_JOB_ID: job_id})
+        context.instance.add_run_tags(context.run.run_id, {RUN_TAG_JOB_ID: job_id})
     except Exception as exc:  # the tag is a convenience; never fail the (paid) job over it
         context.log.warning(f"could not tag the run with the job id: {exc}")
 

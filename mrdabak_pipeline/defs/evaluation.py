@@ -140,7 +140,7 @@ def evaluation_report(
     )
     gate = promotion.gate_to_dict(promotion.evaluate_gate(results["metrics"], thresholds), thresholds)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = data_paths.sub("reports") / "evaluation" / f"{stamp}_{context.run_id[:8]}"
+    out_dir = data_paths.sub("reports") / "evaluation" / f"{stamp}_{context.run.run_id[:8]}"
     paths = write_report(results, out_dir, gate, config.worst_n)
 
     context.add_output_metadata(
