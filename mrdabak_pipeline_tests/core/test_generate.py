@@ -83,7 +83,7 @@ def test_base_runs_the_full_prompt_and_the_fine_tuned_model_its_own() -> None:
 def test_long_prompt_is_truncated_from_the_left_not_crashing(tiny: dict[str, Path]) -> None:
     gen = LocalHFGenerator(str(tiny["base"]), max_new_tokens=4)
     gen._load()
-    gen._model.config.max_position_embeddings = 64
+    gen._model.config.max_position_embeddings = 32
     out = gen.generate(PROMPTS[:2])
     assert out.n_truncated == 2 and len(out.texts) == 2
 
