@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, (model, kind) in models.items():
         rows += measure(name, model, _items(ds, kind), kind, args.max_new_tokens, args.threads)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+        (out / "results.json").write_text(json.dumps(rows, indent=1))  # after each model: partial runs count
     cols = ["model", "prompt", "source", "n", "constrained", "json_valid", "exact_match", "field_acc_mean",
             "rule_violation_rate", "s_per_reply_all", "new_tokens_per_reply", "ms_per_token"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
