@@ -26,7 +26,7 @@ BATCH_SIZE = 8
 def _items(val_dir: Path, kind: str) -> list[Any]:
     from datasets import load_from_disk
 
-    from mrdabak_pipeline.core.chat_format import load_golden
+    from mrdabak_pipeline.core.datasets.chat_format import load_golden
     from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 
     val = [dict(x, id=f"v{i}") for i, x in enumerate(load_from_disk(str(val_dir))["validation"].to_list())]

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mrdabak_pipeline.core import seed as seed_now
-from mrdabak_pipeline.core.seed import utterance_templates
+from mrdabak_pipeline.core.ingest import seed as seed_now
+from mrdabak_pipeline.core.ingest.seed import utterance_templates
 
 REPO = Path(__file__).resolve().parent.parent
 #: The seeder before issue 14 §5 (the commit this work started from).
@@ -35,9 +35,9 @@ END = date(2026, 11, 20)
 
 
 def seeder_at(rev: str) -> ModuleType:
-    """`mrdabak_pipeline/core/seed.py` as it was at git revision `rev`, imported standalone."""
+    """`mrdabak_pipeline/core/ingest/seed.py` as it was at git revision `rev`, imported standalone."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:mrdabak_pipeline/core/seed.py"], cwd=REPO, check=True, capture_output=True, text=True
+        ["git", "show", f"{rev}:mrdabak_pipeline/core/ingest/seed.py"], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False, encoding="utf-8") as f:
         f.write(source)

@@ -34,7 +34,8 @@ RATIO_TARGET = 1.3
 def _assets() -> list[Any]:
     from dagster import load_assets_from_modules
 
-    from mrdabak_pipeline.defs import ingestion, preparation
+    from mrdabak_pipeline.defs.ingestion import assets as ingestion
+    from mrdabak_pipeline.defs.preparation import assets as preparation
 
     return list(load_assets_from_modules([ingestion, preparation]))
 
@@ -92,7 +93,7 @@ def _scenario(db: SeededDb, history_days: int, repeats: int, backfill: bool) -> 
 
 def run(profile: Profile) -> list[Result]:
     target = f"ratio <= {RATIO_TARGET}"
-    reason = missing("mrdabak_pipeline.defs.preparation")
+    reason = missing("mrdabak_pipeline.defs.preparation.assets")
     if reason:
         return [Result.skipped("4 incremental refresh", "s", target, reason)]
     logging.getLogger("dagster").setLevel(logging.WARNING)

@@ -39,12 +39,12 @@ def _warm_up() -> None:
     worker processes are NOT started here: their start (and their own imports and encoding load)
     is inside the clock, as it is inside a run.
     """
-    for name in ("mrdabak_pipeline.core.stages", "mrdabak_pipeline.core.dataset_build", "mrdabak_pipeline.core.validation"):
+    for name in ("mrdabak_pipeline.core.prepare.stages", "mrdabak_pipeline.core.datasets.build", "mrdabak_pipeline.core.datasets.validation"):
         if missing(name) is None:
             __import__(name)
-    if missing("mrdabak_pipeline.core.validation") is None:
-        from mrdabak_pipeline.core.tokens import resolve_encoding
-        from mrdabak_pipeline.core.validation import DEFAULT_MODEL
+    if missing("mrdabak_pipeline.core.datasets.validation") is None:
+        from mrdabak_pipeline.core.datasets.tokens import resolve_encoding
+        from mrdabak_pipeline.core.datasets.validation import DEFAULT_MODEL
 
         resolve_encoding(DEFAULT_MODEL)
 
@@ -52,13 +52,14 @@ def _warm_up() -> None:
 def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[str, Any]:
     """The chain itself, stage by stage, as the assets call it: per-stage seconds and CPU seconds
     (this process and its workers), items, and the process tree's peak RSS."""
-    reason = missing("mrdabak_pipeline.core.stages", "mrdabak_pipeline.core.dataset_build", "mrdabak_pipeline.core.validation")
+    reason = missing("mrdabak_pipeline.core.prepare.stages", "mrdabak_pipeline.core.datasets.build", "mrdabak_pipeline.core.datasets.validation")
     if reason:
         return {"stages": {}, "skipped": {"clean": reason}, "wall": 0.0, "cpu": 0.0, "peak_rss_mib": peak_rss_mib()}
-    from mrdabak_pipeline.core import parallel, stages
-    from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
-    from mrdabak_pipeline.core.db import make_engine
-    from mrdabak_pipeline.core.validation import validate_jsonl
+    from mrdabak_pipeline.core.prepare import stages
+    from mrdabak_pipeline.core.runtime import parallel
+    from mrdabak_pipeline.core.datasets.build import write_chat_jsonl
+    from mrdabak_pipeline.core.datasets.validation import validate_jsonl
+    from mrdabak_pipeline.core.ingest.db import make_engine
 
     _warm_up()
     monitor = TreeMonitor()

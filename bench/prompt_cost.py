@@ -22,7 +22,7 @@ NUM_THREADS = 1
 
 
 def _requests(kind: str) -> list[list[dict[str, str]]]:
-    from mrdabak_pipeline.core.chat_format import load_golden
+    from mrdabak_pipeline.core.datasets.chat_format import load_golden
 
     return [g.prompt for g in load_golden(prompt=kind)]
 
@@ -30,8 +30,8 @@ def _requests(kind: str) -> list[list[dict[str, str]]]:
 def _openai_tokens(requests: list[list[dict[str, str]]]) -> float:
     """Mean prompt tokens per request under the cloud base's encoding (+3 per message, +3 priming:
     OpenAI's documented chat overhead)."""
-    from mrdabak_pipeline.core.tokens import resolve_encoding, token_counter
-    from mrdabak_pipeline.core.validation import DEFAULT_MODEL
+    from mrdabak_pipeline.core.datasets.tokens import resolve_encoding, token_counter
+    from mrdabak_pipeline.core.datasets.validation import DEFAULT_MODEL
 
     count = token_counter(resolve_encoding(DEFAULT_MODEL).encoding)
     per = [sum(count([m["content"]], 1)[0] + 3 for m in r) + 3 for r in requests]

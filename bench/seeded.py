@@ -56,8 +56,8 @@ def seeded_db(sessions: int, days: int) -> SeededDb:
 def _seed(sessions: int, days: int) -> dict[str, float]:
     """Seed into a temp file then rename, so an interrupted run never leaves a half DB in the cache."""
     from bench.common import peak_rss_mib
-    from mrdabak_pipeline.core.db import make_engine
-    from mrdabak_pipeline.core.seed import seed_database
+    from mrdabak_pipeline.core.ingest.db import make_engine
+    from mrdabak_pipeline.core.ingest.seed import seed_database
 
     db, meta = _paths(sessions, days)
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def copy_one_day(src: SeededDb, day: date, dest: Path) -> str:
     The "empty history" baseline of figure 4 then refreshes byte-identical rows; only the amount
     of history around them differs.
     """
-    from mrdabak_pipeline.core.db import create_schema, make_engine
+    from mrdabak_pipeline.core.ingest.db import create_schema, make_engine
 
     dest.unlink(missing_ok=True)
     engine = make_engine(f"sqlite:///{dest}")

@@ -22,12 +22,12 @@ def _tick_fn(db: SeededDb) -> tuple[Callable[[], object], str]:
     try:
         from dagster import DagsterInstance, build_sensor_context
 
-        from mrdabak_pipeline.defs.automation import retrain_sensor
+        from mrdabak_pipeline.defs.automation.automation import retrain_sensor
         from mrdabak_pipeline.defs.resources import RawDatabaseResource
     except ImportError:
         from datetime import datetime
 
-        from mrdabak_pipeline.core.db import count_sessions_since, make_engine
+        from mrdabak_pipeline.core.ingest.db import count_sessions_since, make_engine
 
         engine = make_engine(db.url)
         return (lambda: count_sessions_since(engine, datetime.min)), "count_sessions_since"

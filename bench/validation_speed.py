@@ -1,6 +1,6 @@
 """Figure 2: dataset validation + token counting, the project's fast path vs the cookbook loop.
 
-Both sides are the real functions of `core/validation.py` on the same file, the training JSONL the
+Both sides are the real functions of `core/datasets/validation.py` on the same file, the training JSONL the
 figure 1 chain wrote (cut to the profile's example count): `validate_jsonl(fast=True)` encodes
 every distinct string once in a threaded batch; `validate_jsonl_naive` is OpenAI's published
 per-message loop (one ``encode`` per message). The encoding is resolved once beforehand and given
@@ -34,11 +34,11 @@ def dataset_file(profile: Profile) -> Path:
 
 
 def run(profile: Profile) -> list[Result]:
-    reason = missing("mrdabak_pipeline.core.validation")
+    reason = missing("mrdabak_pipeline.core.datasets.validation")
     if reason:
         return [Result.skipped("2 validation + token counting", "examples/s", f"ratio >= {SPEEDUP_TARGET}", reason)]
-    from mrdabak_pipeline.core.tokens import resolve_encoding
-    from mrdabak_pipeline.core.validation import DEFAULT_MODEL, validate_jsonl, validate_jsonl_naive
+    from mrdabak_pipeline.core.datasets.tokens import resolve_encoding
+    from mrdabak_pipeline.core.datasets.validation import DEFAULT_MODEL, validate_jsonl, validate_jsonl_naive
 
     path = dataset_file(profile)
     encoding = resolve_encoding(DEFAULT_MODEL)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mrdabak_pipeline.cli import main
-from mrdabak_pipeline.core.validation import validate_jsonl
+from mrdabak_pipeline.core.datasets.validation import validate_jsonl
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_sample_huggingface_dataset_in_text_target(env: Path, capsys: pytest.Cap
 
 
 def test_empty_database_is_a_clear_error(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mrdabak_pipeline.core.db import create_schema, make_engine
+    from mrdabak_pipeline.core.ingest.db import create_schema, make_engine
 
     create_schema(make_engine(f"sqlite:///{env / 'empty.db'}"))
     assert main(["dataset", "--db-url", f"sqlite:///{env / 'empty.db'}"]) == 1

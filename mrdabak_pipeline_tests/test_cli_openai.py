@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mrdabak_pipeline.cli import openai_jobs
-from mrdabak_pipeline_tests.core.test_cloud import write_dataset
+from mrdabak_pipeline_tests.core.cloud.test_cloud import write_dataset
 from mrdabak_pipeline_tests.fake_openai_api import FakeOpenAIServer, FakeState, serve
 
 KEY = "sk-cli-test-key-4242"

@@ -15,8 +15,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from mrdabak_pipeline.core.db import make_engine
-from mrdabak_pipeline.core.seed import seed_database
+from mrdabak_pipeline.core.ingest.db import make_engine
+from mrdabak_pipeline.core.ingest.seed import seed_database
 
 DAILY = ["raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions"]
 REST = ["openai_chat_dataset", "huggingface_dataset", "dpo_dataset", "fine_tuned_model", "evaluation_report", "promoted_model"]

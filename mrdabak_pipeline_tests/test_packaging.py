@@ -48,7 +48,7 @@ def test_non_editable_install_finds_the_golden_set_without_a_source_tree(wheel: 
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(target)
     code = (
-        "import mrdabak_pipeline, mrdabak_pipeline.core.chat_format as cf; "
+        "import mrdabak_pipeline, mrdabak_pipeline.core.datasets.chat_format as cf; "
         "print(mrdabak_pipeline.__file__); print(cf.GOLDEN_PATH); print(cf.GOLDEN_PATH.stat().st_size)"
     )
     # PYTHONPATH comes before the editable install's finder, so the unpacked wheel is what loads.

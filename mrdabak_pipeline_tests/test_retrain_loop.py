@@ -25,10 +25,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 from sqlalchemy import insert
 
-from mrdabak_pipeline.core.dataset_build import write_chat_jsonl
-from mrdabak_pipeline.core.db import make_engine, message_table, session_table
-from mrdabak_pipeline.core.retrain_policy import COMPLETE_STATUSES, SEOUL, parse_high_water_mark
-from mrdabak_pipeline.core.seed import generate, seed_database
+from mrdabak_pipeline.core.datasets.build import write_chat_jsonl
+from mrdabak_pipeline.core.ingest.db import make_engine, message_table, session_table
+from mrdabak_pipeline.core.ingest.seed import generate, seed_database
+from mrdabak_pipeline.core.training.retrain_policy import COMPLETE_STATUSES, SEOUL, parse_high_water_mark
 
 RUN_CONFIG = {
     "ops": {

@@ -39,8 +39,8 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from mrdabak_pipeline.core.db import make_engine
-from mrdabak_pipeline.core.seed import seed_database
+from mrdabak_pipeline.core.ingest.db import make_engine
+from mrdabak_pipeline.core.ingest.seed import seed_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 

@@ -19,17 +19,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core import records, stages
-from mrdabak_pipeline.core.chat_format import DEFAULT_VALIDATION_FRACTION, Target
-from mrdabak_pipeline.core.dataset_build import (
+from mrdabak_pipeline.core import records
+from mrdabak_pipeline.core.datasets.build import (
     EmptyDatasetError,
     write_huggingface_dataset,
     write_openai_dataset,
     write_preference_dataset,
 )
-from mrdabak_pipeline.core.db import make_engine, read_raw_window
+from mrdabak_pipeline.core.datasets.chat_format import DEFAULT_VALIDATION_FRACTION, Target
+from mrdabak_pipeline.core.datasets.validation import DEFAULT_MODEL
+from mrdabak_pipeline.core.ingest.db import make_engine, read_raw_window
+from mrdabak_pipeline.core.prepare import stages
 from mrdabak_pipeline.core.prompts import PromptKind
-from mrdabak_pipeline.core.validation import DEFAULT_MODEL
 
 DATA_DIR_ENV = "MRDABAK_DATA_DIR"
 
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mrdabak-sample-") as tmp:
         db_url = args.db_url
         if args.sample:
-            from mrdabak_pipeline.core.seed import seed_database
+            from mrdabak_pipeline.core.ingest.seed import seed_database
 
             db_url = f"sqlite:///{Path(tmp) / 'sample.db'}"
             summary = seed_database(make_engine(db_url), sessions=args.sessions, days=args.days or 14, seed=args.seed)

@@ -16,8 +16,8 @@ from datetime import date
 
 from sqlalchemy import func, inspect, make_url, select
 
-from mrdabak_pipeline.core.db import create_schema, default_db_url, make_engine, session_table
-from mrdabak_pipeline.core.seed import SEED_ID_PREFIX, count_seeded, purge_seeded, seed_database
+from mrdabak_pipeline.core.ingest.db import create_schema, default_db_url, make_engine, session_table
+from mrdabak_pipeline.core.ingest.seed import SEED_ID_PREFIX, count_seeded, purge_seeded, seed_database
 
 
 def _init_db(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from mrdabak_pipeline.core.cloud import (
     build_job_spec,
     describe_job,
 )
-from mrdabak_pipeline.defs.cloud import OpenAIFineTuningResource
+from mrdabak_pipeline.defs.training.cloud import OpenAIFineTuningResource
 
 
 def _client(args: argparse.Namespace) -> FineTuningClient:

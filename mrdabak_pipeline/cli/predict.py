@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mrdabak_pipeline.core import prompts
 from mrdabak_pipeline.core.evaluation import predict
-from mrdabak_pipeline.core.files import atomic_write_bytes, jsonl_bytes
+from mrdabak_pipeline.core.runtime.files import atomic_write_bytes, jsonl_bytes
 
 
 def data_dir() -> Path:

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from mrdabak_pipeline.core.files import json_line
+from mrdabak_pipeline.core.runtime.files import json_line
 
 
 class DinnerType(StrEnum):

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core.bulk import build_turns, paused_gc
 from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session
+from mrdabak_pipeline.core.runtime.bulk import build_turns, paused_gc
 
 ORDER_STATE_TYPE = pa.struct(
     [

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from mrdabak_pipeline.core.files import atomic_write
+from mrdabak_pipeline.core.runtime.files import atomic_write
 from mrdabak_pipeline.defs.resources import default_data_dir
 
 

@@ -6,11 +6,12 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+import dagster as dg
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from mrdabak_pipeline.core.db import make_engine
+from mrdabak_pipeline.core.ingest.db import make_engine
 
 DATA_DIR_ENV = "MRDABAK_DATA_DIR"
 
@@ -57,3 +58,20 @@ class DataPathsResource(ConfigurableResource):
         path = self.root_path / name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+@dg.definitions
+def shared_resources() -> dg.Definitions:
+    """The resources every stage uses, and the executor.
+
+    Steps run in the run worker's process (`in_process_executor`): each step would otherwise pay
+    ~10 s of importing torch/transformers in a fresh subprocess, and training is isolated by
+    Pipes anyway. Settings (DB URL, data folder) come from the environment at run time, so
+    loading the definitions never needs a secret.
+    """
+    from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
+
+    return dg.Definitions(
+        resources={"io_manager": ParquetJsonIOManager(), "raw_db": RawDatabaseResource(), "data_paths": DataPathsResource()},
+        executor=dg.in_process_executor,
+    )

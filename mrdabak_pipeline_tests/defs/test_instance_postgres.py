@@ -20,7 +20,7 @@ from dagster._core.test_utils import in_process_test_workspace
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from psycopg2 import sql
 
-from mrdabak_pipeline_tests.defs import automation_standin
+from mrdabak_pipeline_tests.defs.automation import automation_standin
 
 pytestmark = pytest.mark.postgres
 

@@ -38,7 +38,7 @@ _WHERE: dict[str, str] = {
     "parse_hparam": "mrdabak_pipeline.core.cloud.spec",
     "parse_result_csv": "mrdabak_pipeline.core.cloud.results",
     "plot_curve": "mrdabak_pipeline.core.cloud.results",
-    "sha256_file": "mrdabak_pipeline.core.files",
+    "sha256_file": "mrdabak_pipeline.core.runtime.files",
     "summarize_curve": "mrdabak_pipeline.core.cloud.results",
     "training_cost_usd": "mrdabak_pipeline.core.cloud.spec",
     "validate_suffix": "mrdabak_pipeline.core.cloud.spec",

@@ -26,7 +26,7 @@ from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
 from mrdabak_pipeline.core.cloud.results import ResultFileError, parse_result_csv, summarize_curve
 from mrdabak_pipeline.core.cloud.spec import META_FINGERPRINT, JobSpec, training_cost_usd, validate_backend
-from mrdabak_pipeline.core.files import sha256_file
+from mrdabak_pipeline.core.runtime.files import sha256_file
 
 SUCCEEDED = "succeeded"
 FAILED_STATUSES = frozenset({"failed", "cancelled"})

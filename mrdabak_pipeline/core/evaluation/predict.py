@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core import prompts
+from mrdabak_pipeline.core.datasets.validation import INVALID_JSON
 from mrdabak_pipeline.core.domain import OrderStateError, assistant_target, parse_assistant_reply
 from mrdabak_pipeline.core.evaluation.generate import (
     ChatGenerator,
@@ -32,7 +33,6 @@ from mrdabak_pipeline.core.evaluation.generate import (
     OpenAIChatGenerator,
     prompt_kinds_for,
 )
-from mrdabak_pipeline.core.validation import INVALID_JSON
 
 PROMOTED = "promoted"
 #: Where the `promoted_model` asset writes its value, under the data dir.

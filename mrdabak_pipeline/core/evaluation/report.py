@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # no display on servers and in tests
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mrdabak_pipeline.core.evaluation.metrics import FIELD_NAMES  # noqa: E402
-from mrdabak_pipeline.core.files import atomic_write_bytes  # noqa: E402
+from mrdabak_pipeline.core.runtime.files import atomic_write_bytes  # noqa: E402
 
 #: The headline metrics, in report order, with their readable names.
 HEADLINE: dict[str, str] = {

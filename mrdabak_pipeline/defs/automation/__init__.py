@@ -1,0 +1,1 @@
+"""Jobs, schedules and sensors: nightly refresh, retraining, failure alerts."""

@@ -1,0 +1,284 @@
+"""Datasets: augmented sessions -> OpenAI chat JSONL, a Hugging Face DatasetDict, DPO pairs.
+
+Thin shell over `core.dataset_build` (the same functions `mrdabak dataset` calls). The datasets
+are unpartitioned: they read every stored partition of ``augmented_sessions`` (or the last N days
+of them) and are rebuilt whole, so the stable hash split keeps each conversation on its side.
+The format check re-reads the files from disk and is blocking: a file OpenAI would reject never
+reaches a fine-tuning asset.
+"""
+
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from mrdabak_pipeline.core import records
+from mrdabak_pipeline.core.datasets.build import (
+    recent_partitions,
+    write_huggingface_dataset,
+    write_openai_dataset,
+    write_preference_dataset,
+)
+from mrdabak_pipeline.core.datasets.chat_format import DEFAULT_VALIDATION_FRACTION
+from mrdabak_pipeline.core.datasets.validation import (
+    DEFAULT_MODEL,
+    FORMAT_ERRORS,
+    check_jsonl_format,
+    distributions_markdown,
+)
+from mrdabak_pipeline.core.runtime.files import sha256_file
+from mrdabak_pipeline.defs.resources import DataPathsResource
+
+GROUP = "datasets"
+
+
+class DatasetConfig(Config):
+    """Which sessions go in, how they are split, and what the assistant target looks like."""
+
+    window_days: int | None = Field(
+        default=None, ge=1,
+        description="Use only the last N partition days (counted back from the newest stored one); unset = all.",
+    )
+    validation_fraction: float = Field(
+        default=DEFAULT_VALIDATION_FRACTION, ge=0.0, lt=1.0,
+        description="Share of source sessions (with all their variants) held out for validation.",
+    )
+    target: Literal["json", "text"] = Field(
+        default="json", description="json: the app's {message, orderState} reply (default); text: the reply text only."
+    )
+    prompt: Literal["short", "full"] = Field(
+        default="short",
+        description="System prompt the examples carry (both with the conversation's date and time): short = role + now "
+        "(what a fine-tuned model needs; default), full = the prompt-engineered menu/rules/JSON prompt. "
+        "The model records it and is always run with it (mrdabak_pipeline/prompts/).",
+    )
+
+
+class OpenAIDatasetConfig(DatasetConfig):
+    model: str = Field(default=DEFAULT_MODEL, description="Base model: picks the tokenizer, example limit and price.")
+    n_epochs: int | None = Field(default=None, ge=1, le=50, description="Epochs for the cost estimate; unset = the API's default heuristic.")
+
+
+def _sessions(table: pa.Table, window_days: int | None) -> list:
+    return records.sessions_from_table(recent_partitions(table, window_days))
+
+
+def _md_list(items: list[str], empty: str) -> MetadataValue:
+    return MetadataValue.md("\n".join(f"- {i}" for i in items) if items else empty)
+
+
+def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """What the UI shows for a materialization: where, what, how big, how much."""
+    reports = value["reports"]
+    enc = value["encoding"]
+    return {
+        "dagster/uri": MetadataValue.path(value["uri"]),
+        "folder": MetadataValue.path(value["uri"]),
+        "train_path": MetadataValue.path(value["train_path"]),
+        "train_sha256": value["train_sha256"],
+        "validation_path": MetadataValue.path(value["validation_path"]) if value["validation_path"] else "(empty)",
+        "validation_sha256": value["validation_sha256"] or "",
+        "train_examples": value["train_examples"],
+        "validation_examples": value["validation_examples"],
+        "dagster/row_count": value["train_examples"] + value["validation_examples"],
+        "skipped_sessions": value["skipped_sessions"],
+        "duplicates_dropped": value["duplicates_dropped"],
+        "untrained_assistant_turns": value["untrained_assistant_turns"],
+        "train_tokens_per_epoch": value["train_tokens"],
+        "n_epochs": value["n_epochs"],
+        "billed_tokens": value["billed_tokens"],
+        "estimated_cost_usd": float(value["estimated_cost_usd"]) if value["estimated_cost_usd"] is not None else float("nan"),
+        "model": value["model"],
+        "encoding": f"{enc['encoding_used']} via {enc['encoding_source']} (model uses {enc['model_encoding']})",
+        "token_count_exact": bool(enc["exact"]),
+        "n_too_long": sum(r["n_too_long"] for r in reports.values()),
+        "distributions": MetadataValue.md(distributions_markdown((k, r["distributions"]) for k, r in reports.items())),
+        "warnings": _md_list(value["warnings"], "none"),
+        "target": value["target"],
+        "prompt_id": value["prompt_id"],
+        "data_high_water_mark": value["data_high_water_mark"] or "",
+    }
+
+
+@asset(
+    ins={"augmented_sessions": AssetIn()},
+    group_name=GROUP,
+    kinds={"python", "openai"},
+    description=(
+        "train.jsonl / validation.jsonl in OpenAI chat fine-tuning format under data/datasets/openai: "
+        "system prompt (a versioned template from mrdabak_pipeline/prompts with the conversation's date and time) + turns; assistant target = the app's JSON or the text. "
+        "Split by a stable hash of the source session id. Validated with OpenAI's checks, token-counted "
+        "(tiktoken, offline-capable) and priced; value: paths, sha256s, counts, tokens, cost, "
+        "data_high_water_mark."
+    ),
+)
+def openai_chat_dataset(
+    context: AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
+) -> Output[dict[str, Any]]:
+    value = write_openai_dataset(
+        recent_partitions(augmented_sessions, config.window_days),  # the table: formatted on every core
+        data_paths.sub("datasets") / "openai",
+        target=config.target,
+        validation_fraction=config.validation_fraction,
+        model=config.model,
+        n_epochs=config.n_epochs,
+        prompt=config.prompt,
+    )
+    for warning in value["warnings"]:
+        context.log.warning(warning)
+    return Output(value, metadata=openai_metadata(value))
+
+
+@asset(
+    ins={"openai_chat_dataset": AssetIn()},
+    group_name=GROUP,
+    kinds={"python", "huggingface"},
+    description=(
+        "The same examples as openai_chat_dataset as a datasets.DatasetDict (train/validation, "
+        "'messages' column) saved with save_to_disk, plus JSONL copies, in a content-addressed "
+        "folder under data/datasets/huggingface. Value: path, jsonl paths, counts, data_high_water_mark."
+    ),
+)
+def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict[str, Any]) -> Output[dict[str, Any]]:
+    source = openai_chat_dataset
+    for split in ("train", "validation"):
+        path = source[f"{split}_path"]
+        if path and sha256_file(Path(path)) != source[f"{split}_sha256"]:
+            raise RuntimeError(f"{path} changed since openai_chat_dataset was materialized: materialize it again")
+    value = write_huggingface_dataset(source["train_path"], source["validation_path"], data_paths.sub("datasets") / "huggingface")
+    value.update(target=source["target"], prompt_id=source["prompt_id"], data_high_water_mark=source["data_high_water_mark"])
+    return Output(
+        value,
+        metadata={
+            "dagster/uri": MetadataValue.path(value["path"]),
+            "path": MetadataValue.path(value["path"]),
+            "train_jsonl": MetadataValue.path(value["train_jsonl"]),
+            "validation_jsonl": MetadataValue.path(value["validation_jsonl"]),
+            "sha256": value["sha256"],
+            "train_examples": value["train_examples"],
+            "validation_examples": value["validation_examples"],
+            "dagster/row_count": value["train_examples"] + value["validation_examples"],
+            "prompt_id": value["prompt_id"],
+            "data_high_water_mark": value["data_high_water_mark"] or "",
+        },
+    )
+
+
+@asset(
+    ins={"augmented_sessions": AssetIn()},
+    group_name=GROUP,
+    kinds={"python", "openai"},
+    description=(
+        "Preference pairs from corrected assistant turns (the customer said it was wrong, or the "
+        "next assistant turn fixed the order state), as OpenAI DPO records and TRL prompt/chosen/"
+        "rejected records, split like the chat dataset. No pairs is a normal outcome."
+    ),
+)
+def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table) -> Output[dict[str, Any]]:
+    value = write_preference_dataset(
+        _sessions(augmented_sessions, config.window_days),
+        data_paths.sub("datasets") / "dpo",
+        target=config.target,
+        validation_fraction=config.validation_fraction,
+        prompt=config.prompt,
+    )
+    if not value["pair_count"]:
+        context.log.info("no corrected assistant turns in the data: the DPO dataset is empty")
+    return Output(
+        value,
+        metadata={
+            "dagster/uri": MetadataValue.path(value["uri"]),
+            "folder": MetadataValue.path(value["uri"]),
+            "pair_count": value["pair_count"],
+            "train_pairs": value["train_pairs"],
+            "validation_pairs": value["validation_pairs"],
+            "openai_train_sha256": value["openai_train_sha256"] or "",
+        },
+    )
+
+
+@asset_check(
+    asset=openai_chat_dataset,
+    blocking=True,
+    description=(
+        "Re-reads train/validation JSONL from disk: the sha256 matches the materialization and "
+        "OpenAI's chat-format checks find no error (" + ", ".join(FORMAT_ERRORS) + "). "
+        "Blocking: a failure stops the fine-tuning assets."
+    ),
+)
+def openai_chat_format(openai_chat_dataset: dict[str, Any]) -> AssetCheckResult:
+    problems: list[str] = []
+    counts: dict[str, int] = dict.fromkeys(FORMAT_ERRORS, 0)
+    for split in ("train", "validation"):
+        path = openai_chat_dataset[f"{split}_path"]
+        if path is None:
+            continue
+        if not Path(path).exists():
+            problems.append(f"{split}: {path} is missing")
+            continue
+        if sha256_file(Path(path)) != openai_chat_dataset[f"{split}_sha256"]:
+            problems.append(f"{split}: {path} changed since materialization")
+        _n, errors, lines = check_jsonl_format(path)
+        for code, n in errors.items():
+            counts[code] += n
+            problems.append(f"{split}: {n} x {code} ({FORMAT_ERRORS[code]}), lines {lines[code]}")
+    return AssetCheckResult(
+        passed=not problems,
+        metadata={**{f"errors_{k}": v for k, v in counts.items()}, "problems": _md_list(problems, "none")},
+    )
+
+
+@asset_check(
+    asset=openai_chat_dataset,
+    description="Warns when examples exceed the model's per-example token limit (they would be truncated) "
+    "or when the training file has fewer than the 10 examples OpenAI requires.",
+)
+def openai_chat_token_limits(openai_chat_dataset: dict[str, Any]) -> AssetCheckResult:
+    too_long = {split: r["n_too_long"] for split, r in openai_chat_dataset["reports"].items()}
+    few = openai_chat_dataset["train_examples"] < 10
+    return AssetCheckResult(
+        passed=not any(too_long.values()) and not few,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            **{f"too_long_{k}": v for k, v in too_long.items()},
+            "train_examples": openai_chat_dataset["train_examples"],
+            "warnings": _md_list(openai_chat_dataset["warnings"], "none"),
+        },
+    )
+
+
+@asset_check(
+    asset=huggingface_dataset,
+    blocking=True,
+    description="load_from_disk works, both splits have a 'messages' column and the stored row counts.",
+)
+def huggingface_loadable(huggingface_dataset: dict[str, Any]) -> AssetCheckResult:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        dd = load_from_disk(huggingface_dataset["path"])
+    except Exception as exc:  # a broken folder is the failure this check exists to report
+        return AssetCheckResult(passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"})
+    ok = (
+        isinstance(dd, DatasetDict)
+        and {"train", "validation"} <= set(dd)
+        and all("messages" in dd[s].column_names for s in dd)
+        and len(dd["train"]) == huggingface_dataset["train_examples"]
+        and len(dd["validation"]) == huggingface_dataset["validation_examples"]
+    )
+    return AssetCheckResult(
+        passed=bool(ok), metadata={"splits": ", ".join(f"{k}={len(v)}" for k, v in dd.items())}
+    )

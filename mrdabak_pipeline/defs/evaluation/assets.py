@@ -1,0 +1,240 @@
+"""Evaluation and promotion: base vs fine-tuned on validation + golden, a blocking gate, the promoted model.
+
+`evaluation_report` runs both models on the same items (local Hugging Face or any OpenAI-compatible
+endpoint, whatever `fine_tuned_model` says), writes the report under ``data/reports/evaluation/``
+and stores every figure plus the gate thresholds it was configured with. Three blocking checks read
+those figures; `promoted_model` only runs after they pass (and re-checks, so a run that selects it
+without the checks cannot promote a failing model either).
+"""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from mrdabak_pipeline.core.datasets.chat_format import GOLDEN_PATH, load_golden
+from mrdabak_pipeline.core.evaluation import promotion
+from mrdabak_pipeline.core.evaluation.generate import (
+    OpenAIChatGenerator,
+    generators_for,
+    has_pretrained_base,
+    prompt_kinds_for,
+)
+from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
+from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
+from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
+from mrdabak_pipeline.core.prompts import check_prompt_id, parse_prompt_id
+from mrdabak_pipeline.core.runtime.files import atomic_write_bytes
+from mrdabak_pipeline.defs.resources import DataPathsResource
+
+
+class EvaluationConfig(Config):
+    """How much to evaluate, how to generate, and the promotion gate's thresholds."""
+
+    max_items: int = 60
+    max_golden_items: int = 200  # the whole hand-written set: it is the acceptance check
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    device: str = "auto"
+    num_threads: int = 1
+    concurrency: int = 4
+    sequential_sample: int = 4
+    golden_path: str | None = None
+    api_key_env: str | None = None
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    worst_n: int = 8
+    min_json_validity: float = 0.9
+    max_rule_violation_rate: float = 0.0
+    exact_match_tolerance: float = 0.0
+    gate_source: str = "all"
+    fine_tuned_prompt: str | None = Field(
+        default=None,
+        description="Prompt id to run the fine-tuned model with (e.g. mrdabak-v2-short); unset = the one it was "
+        "trained with. A different one than it was trained with is refused.",
+    )
+
+
+def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path:
+    """The golden set to evaluate on: the configured file, else the data root's own, else the packaged one.
+
+    Why a missing set fails instead of being skipped: a report without the golden items looks
+    like a complete one, and the gate would then promote on validation figures alone.
+    """
+    if config.golden_path:
+        path = Path(config.golden_path)
+        if not path.is_file():
+            raise Failure(description=f"configured golden_path {path} does not exist", allow_retries=False)
+        return path
+    own = data_paths.root_path / "golden" / "golden.jsonl"
+    if own.is_file():
+        return own
+    if not GOLDEN_PATH.is_file():  # a broken install: package data missing from the wheel or image
+        raise Failure(description=f"the packaged golden set {GOLDEN_PATH} is missing", allow_retries=False)
+    return GOLDEN_PATH
+
+
+@asset(
+    description="Base vs fine-tuned model on the validation split and the golden set: JSON validity, "
+    "order-field accuracy, consistency, rules, chrF (+ optional LLM judge), throughput; Markdown/PNG/JSON report.",
+    group_name="evaluation",
+    kinds={"python", "pytorch", "openai"},
+    pool="gpu",
+)
+def evaluation_report(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    data_paths: DataPathsResource,
+    fine_tuned_model: dict,
+    huggingface_dataset: dict,
+) -> dict:
+    val_examples, skipped = load_split_examples(huggingface_dataset, "validation")
+    items, item_skips = items_from_examples(val_examples, "validation", config.max_items)
+    skipped += item_skips
+    golden = _golden_path(config, data_paths)
+    # load_golden raises GoldenFormatError naming the line: a broken hand-written set is a bug
+    # to fix, not something to evaluate around.
+    g_examples = [{"id": g.id, "category": g.category, "messages": g.messages} for g in load_golden(golden)]
+    kinds = prompt_kinds_for(fine_tuned_model)
+    if config.fine_tuned_prompt:
+        check_prompt_id(fine_tuned_model.get("prompt_id"), config.fine_tuned_prompt)
+        kinds["fine_tuned"] = parse_prompt_id(config.fine_tuned_prompt)[1]
+    notes = [] if has_pretrained_base(fine_tuned_model) else [
+        f"No baseline: the base model {fine_tuned_model.get('base_model')!r} is built from random weights, so there is "
+        "no prompt-engineered assistant on it to compare with. Use a pretrained base (e.g. gemma3) for that comparison."
+    ]
+    g_items, g_skips = items_from_examples(g_examples, "golden", config.max_golden_items, last_turn_only=True)
+    items += g_items
+    skipped += g_skips
+    judge = None
+    if config.judge_model:
+        judge_gen = OpenAIChatGenerator(config.judge_model, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env)
+        judge = lambda msgs: judge_gen.complete(msgs, max_tokens=20)[0]  # noqa: E731
+    generators = generators_for(
+        fine_tuned_model,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        device=config.device,
+        num_threads=config.num_threads,
+        api_key_env=config.api_key_env,
+        concurrency=config.concurrency,
+    )
+    results = evaluate_models(items, generators, skipped, judge, config.sequential_sample, context.log.info,
+                              prompt_kinds=kinds, notes=notes)
+
+    thresholds = promotion.GateThresholds(
+        config.min_json_validity, config.max_rule_violation_rate, config.exact_match_tolerance, config.gate_source
+    )
+    gate = promotion.gate_to_dict(promotion.evaluate_gate(results["metrics"], thresholds), thresholds)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = data_paths.sub("reports") / "evaluation" / f"{stamp}_{context.run.run_id[:8]}"
+    paths = write_report(results, out_dir, gate, config.worst_n)
+
+    context.add_output_metadata(
+        {
+            "summary": MetadataValue.md(summary_table(results, config.gate_source)),
+            "gate": MetadataValue.md("\n".join(f"- {'✅' if c['passed'] else '❌'} {c['description']}" for c in gate["checks"])),
+            "report": MetadataValue.path(paths["markdown"]),
+            "report_json": MetadataValue.path(paths["json"]),
+            "metrics_plot": MetadataValue.path(paths["metrics_plot"]),
+            "n_items": len(items),
+            "n_skipped": len(skipped),
+            **{k: MetadataValue.float(v) for k, v in headline_floats(results, config.gate_source).items()},
+        }
+    )
+    return {
+        "report_dir": str(out_dir),
+        "paths": paths,
+        "generated_at": results["generated_at"],
+        "sources": results["sources"],
+        "models": results["models"],
+        "metrics": results["metrics"],
+        "corpus_chrf": results["corpus_chrf"],
+        "notes": results["notes"],
+        "n_skipped": len(skipped),
+        "gate": gate,
+        "fine_tuned_model": fine_tuned_model,
+    }
+
+
+def _thresholds(report: dict) -> promotion.GateThresholds:
+    return promotion.GateThresholds(**report["gate"]["thresholds"])
+
+
+def _check_result(result: promotion.GateResult) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=result.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=result.description,
+        metadata={k: v for k, v in result.metadata.items() if v is not None},
+    )
+
+
+@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned JSON validity >= min_json_validity.")
+def json_validity_gate(evaluation_report: dict) -> AssetCheckResult:
+    return _check_result(promotion.check_json_validity(evaluation_report["metrics"], _thresholds(evaluation_report)))
+
+
+@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned exact match is not below the base model's.")
+def exact_match_not_worse_than_base(evaluation_report: dict) -> AssetCheckResult:
+    return _check_result(promotion.check_not_worse_than_base(evaluation_report["metrics"], _thresholds(evaluation_report)))
+
+
+@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned rule violations (CHAMPAGNE_FEAST+SIMPLE) <= threshold.")
+def rule_violation_gate(evaluation_report: dict) -> AssetCheckResult:
+    return _check_result(promotion.check_rule_violations(evaluation_report["metrics"], _thresholds(evaluation_report)))
+
+
+@asset(
+    description="What the production app should point to: the adapter + vLLM command line, or the cloud "
+    "model id, with the app's voice.llm.* settings. Only materializes when the evaluation gate passes.",
+    group_name="evaluation",
+    kinds={"python", "json"},
+)
+def promoted_model(context: AssetExecutionContext, data_paths: DataPathsResource, evaluation_report: dict) -> dict:
+    checks = promotion.evaluate_gate(evaluation_report["metrics"], _thresholds(evaluation_report))
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise Failure(
+            description="promotion gate not passed: " + "; ".join(c.description for c in failed),
+            allow_retries=False,
+        )
+    serving = promotion.serving_instructions(evaluation_report["fine_tuned_model"])
+    value: dict[str, Any] = {
+        **serving,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "report": evaluation_report["paths"]["markdown"],
+        "metrics": {k: v["value"] for k, v in evaluation_report["metrics"]["fine_tuned"]["all"].items()},
+    }
+    # What production reads: replaced whole (temp file + rename), never seen half-written.
+    pointer = atomic_write_bytes(
+        data_paths.sub("models") / "promoted.json", json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8")
+    )
+    context.add_output_metadata(
+        {
+            "backend": serving["backend"],
+            "serve_command": MetadataValue.md(f"```\n{serving['serve_command']}\n```") if serving.get("serve_command") else "n/a",
+            "app_settings": MetadataValue.json(serving["app_settings"]),
+            "model": serving.get("model_id") or serving.get("model_path") or "",
+            "pointer": MetadataValue.path(str(pointer)),
+            "report": MetadataValue.path(evaluation_report["paths"]["markdown"]),
+        }
+    )
+    return value
+
+
+evaluation_assets = [evaluation_report, promoted_model]
+evaluation_checks = [json_validity_gate, exact_match_not_worse_than_base, rule_violation_gate]

