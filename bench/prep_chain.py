@@ -55,11 +55,11 @@ def _run_chain(db_url: str, first_day: str, days: int, out_dir: Path) -> dict[st
     reason = missing("mrdabak_pipeline.core.prepare.stages", "mrdabak_pipeline.core.datasets.build", "mrdabak_pipeline.core.datasets.validation")
     if reason:
         return {"stages": {}, "skipped": {"clean": reason}, "wall": 0.0, "cpu": 0.0, "peak_rss_mib": peak_rss_mib()}
-    from mrdabak_pipeline.core.prepare import stages
-    from mrdabak_pipeline.core.runtime import parallel
     from mrdabak_pipeline.core.datasets.build import write_chat_jsonl
     from mrdabak_pipeline.core.datasets.validation import validate_jsonl
     from mrdabak_pipeline.core.ingest.db import make_engine
+    from mrdabak_pipeline.core.prepare import stages
+    from mrdabak_pipeline.core.runtime import parallel
 
     _warm_up()
     monitor = TreeMonitor()
