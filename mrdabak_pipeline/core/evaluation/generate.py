@@ -13,6 +13,7 @@ second of wall time. ``constrained=True`` keeps replies inside the app's JSON sc
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -421,6 +422,24 @@ def has_pretrained_base(model: Mapping[str, Any]) -> bool:
     return not (model.get("backend") == "local" and model.get("base_model") in RANDOM_INIT_BASES)
 
 
+#: The evaluation's name for the fine-tuned model decoded inside the reply schema.
+FINE_TUNED_CONSTRAINED = "fine_tuned_constrained"
+
+
+def with_constrained_twin(generators: Mapping[str, ChatGenerator]) -> dict[str, ChatGenerator]:
+    """`generators` plus the fine-tuned model once more, decoded inside the reply schema.
+
+    The report then shows the same model with and without constrained decoding side by side;
+    the promotion gate keeps reading the plain ``fine_tuned`` row (what the app gets without it).
+    The twin is a shallow copy made before anything is loaded, so it loads its own weights when
+    its turn comes and the two never hold memory at the same time.
+    """
+    twin = copy.copy(generators["fine_tuned"])
+    twin.constrained = True  # type: ignore[attr-defined]
+    twin.name = f"{twin.name}+schema"
+    return {**generators, FINE_TUNED_CONSTRAINED: twin}
+
+
 def prompt_kinds_for(model: Mapping[str, Any]) -> dict[str, PromptKind]:
     """The system prompt each generator of `generators_for` runs with.
 
@@ -430,4 +449,4 @@ def prompt_kinds_for(model: Mapping[str, Any]) -> dict[str, PromptKind]:
     """
     recorded = model.get("prompt_id")
     tuned = parse_prompt_id(recorded)[1] if recorded else PromptKind.FULL
-    return {"base": PromptKind.FULL, "fine_tuned": tuned}
+    return {"base": PromptKind.FULL, "fine_tuned": tuned, FINE_TUNED_CONSTRAINED: tuned}

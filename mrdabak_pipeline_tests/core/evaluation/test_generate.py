@@ -9,10 +9,12 @@ import torch
 
 from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.generate import (
+    FINE_TUNED_CONSTRAINED,
     LocalHFGenerator,
     OpenAIChatGenerator,
     generators_for,
     prompt_kinds_for,
+    with_constrained_twin,
 )
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
 from mrdabak_pipeline_tests.prompt_fixtures import SYSTEM_PROMPT
@@ -76,8 +78,17 @@ def test_generators_for_local_value(tiny: dict[str, Path]) -> None:
 
 
 def test_base_runs_the_full_prompt_and_the_fine_tuned_model_its_own() -> None:
-    assert prompt_kinds_for({"prompt_id": "mrdabak-v2-short"}) == {"base": "full", "fine_tuned": "short"}
-    assert prompt_kinds_for({}) == {"base": "full", "fine_tuned": "full"}  # unversioned: the old full prompt
+    assert prompt_kinds_for({"prompt_id": "mrdabak-v2-short"}) == {"base": "full", "fine_tuned": "short", FINE_TUNED_CONSTRAINED: "short"}
+    assert prompt_kinds_for({})["fine_tuned"] == "full"  # unversioned: the old full prompt
+
+
+def test_constrained_twin_is_the_same_model_decoded_inside_the_schema(tiny: dict[str, Path]) -> None:
+    value = {"backend": "local", "base_model": "tiny", "base_model_path": str(tiny["base"]),
+             "model_path": str(tiny["adapter"]), "is_adapter": True}
+    gens = with_constrained_twin(generators_for(value, batch_size=2, max_new_tokens=4))
+    plain, twin = gens["fine_tuned"], gens[FINE_TUNED_CONSTRAINED]
+    assert not plain.constrained and twin.constrained and twin.model_path == plain.model_path
+    assert twin.name == plain.name + "+schema"
 
 
 def test_long_prompt_is_truncated_from_the_left_not_crashing(tiny: dict[str, Path]) -> None:
