@@ -10,7 +10,7 @@ without the checks cannot promote a failing model either).
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dagster import (
     AssetCheckResult,
@@ -31,6 +31,7 @@ from mrdabak_pipeline.core.evaluation.generate import (
     generators_for,
     has_pretrained_base,
     prompt_kinds_for,
+    with_constrained_twin,
 )
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
 from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
@@ -50,6 +51,11 @@ class EvaluationConfig(Config):
     device: str = "auto"
     num_threads: int = 1
     concurrency: int = 4
+    constrained: Literal["off", "on", "both"] = Field(
+        default="both",
+        description="Schema-constrained decoding: off, on (every model), or both (the fine-tuned model once "
+        "without and once with it, side by side; the gate reads the plain one, which is what the app gets).",
+    )
     sequential_sample: int = 4
     golden_path: str | None = None
     api_key_env: str | None = None
@@ -131,7 +137,10 @@ def evaluation_report(
         num_threads=config.num_threads,
         api_key_env=config.api_key_env,
         concurrency=config.concurrency,
+        constrained=config.constrained == "on",
     )
+    if config.constrained == "both":
+        generators = with_constrained_twin(generators)
     results = evaluate_models(items, generators, skipped, judge, config.sequential_sample, context.log.info,
                               prompt_kinds=kinds, notes=notes)
 

@@ -236,6 +236,9 @@ def test_local_tiny_models_through_the_asset(data_root: Path, tmp_path: Path) ->
     assert report["metrics"]["fine_tuned"]["all"]["json_valid"]["n"] == 5
     # a random-init base has no prompt-engineered baseline: no base row, and the report says why
     assert "base" not in report["metrics"] and "No baseline" in report["notes"][0]
+    # the same model decoded inside the reply schema is reported beside it (constrained="both")
+    assert report["models"]["fine_tuned_constrained"]["name"].endswith("+schema")
+    assert report["metrics"]["fine_tuned_constrained"]["all"]["json_valid"]["n"] == 5
     gen = report["models"]["fine_tuned"]
     assert gen["generation"]["prompt_tokens_per_request"] > 0 and gen["prompt_id"] == "mrdabak-v2-full"
     assert gen["generation"]["mode"] == "batched" and gen["generation"]["tokens_per_s"] > 0
