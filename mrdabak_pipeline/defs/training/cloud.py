@@ -1,9 +1,10 @@
 """The cloud backend of ``fine_tuned_model``: OpenAI / Azure OpenAI jobs that never pay twice.
 
 `run_cloud_fine_tune` is called by the ``fine_tuned_model`` asset (defs/training/assets.py) when its
-backend is ``openai`` or ``azure``. The job logic lives in `mrdabak_pipeline.core.cloud`; this
-module only turns Dagster config/resources into that core's arguments, streams job events into
-the run log, and turns the outcome into the asset value plus metadata.
+backend is ``openai`` or ``azure``. The whole run (job, polling, cancellation, deployment) is
+`mrdabak_pipeline.core.cloud.run.run_cloud_fine_tune`; this module only maps Dagster config and
+resources to its request, the run log and termination to its hooks, and its result to the asset
+value plus metadata.
 
 On retry: the job is found again by the fingerprint in its metadata (dataset sha256 +
 hyperparameters), so a retried or re-executed run resumes polling the same job and pays nothing.
@@ -14,31 +15,30 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
 from pydantic import Field
 
 from mrdabak_pipeline.core.cloud import (
     API_KEY_ENV,
     DEFAULT_BASE_MODEL,
-    TERMINAL_STATUSES,
     ArmTarget,
+    AzureServing,
+    CloudFineTuneRequest,
+    CloudFineTuneResult,
+    CloudHooks,
+    DatasetNotReadyError,
     FineTuningClient,
     JobFailedError,
-    app_settings,
     build_job_spec,
-    default_deployment_name,
-    deploy_fine_tuned_model,
-    estimated_cost_usd,
     make_sdk_client,
-    manual_deployment_steps,
-    plot_curve,
 )
+from mrdabak_pipeline.core.cloud import run_cloud_fine_tune as core_run
 from mrdabak_pipeline.core.cloud.azure import ARM_BASE_URL
 from mrdabak_pipeline.core.cloud.client import DEFAULT_AZURE_API_VERSION
+from mrdabak_pipeline.core.cloud.run import CHECKPOINT_COLUMNS
+from mrdabak_pipeline.defs.metadata import table
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 # Bound a cloud training run (the guide expects 15-30 min; queues can be long). Put these tags on
@@ -48,6 +48,8 @@ RUN_TAG_JOB_ID = "mrdabak/cloud_job_id"
 
 # Indirection so tests can simulate a run that dies or is terminated mid-poll.
 _poll_sleep = time.sleep
+#: The config fields that make the job (and its fingerprint); the rest say how to follow and deploy it.
+_SPEC_FIELDS = ("model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix", "wandb_project")
 
 
 class CloudFineTuneConfig(dg.Config):
@@ -153,25 +155,76 @@ def default_openai_resource() -> OpenAIFineTuningResource:
     return OpenAIFineTuningResource(**{f: dg.EnvVar(env) for f, env in env_fields.items() if os.environ.get(env)})
 
 
-def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+def _request(
+    context: dg.AssetExecutionContext,
+    resource: OpenAIFineTuningResource,
+    config: CloudFineTuneConfig,
+    backend: str,
+    openai_dataset: dict[str, Any],
+    data_paths: DataPathsResource,
+) -> CloudFineTuneRequest:
+    """The core's request from run config and resources (the spec is validated before any upload)."""
+    azure = None
+    if backend == "azure":
+        azure = AzureServing(
+            endpoint=resource.resolved_azure_endpoint(),
+            deployment_name=config.azure_deployment_name,
+            arm_target=resource.arm_target(config.azure_sku, config.azure_capacity) if config.azure_deploy else None,
+            account_name=resource.arm_account_name,
+        )
+    return CloudFineTuneRequest(
+        spec=build_job_spec(backend=backend, **config.model_dump(include=set(_SPEC_FIELDS))),
+        dataset=openai_dataset,
+        models_dir=data_paths.sub("models") / "cloud",
+        run_id=context.run.run_id,
+        poll_interval_s=config.poll_interval_s,
+        max_wait_s=config.max_wait_s,
+        cancel_on_interrupt=config.cancel_on_run_termination,
+        azure=azure,
+    )
 
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(cell(r.get(c)) for c in columns) + " |\n" for r in rows)
+
+def _hooks(context: dg.AssetExecutionContext) -> CloudHooks:
+    def log(level: str, message: str) -> None:
+        getattr(context.log, level)(message)
+
+    return CloudHooks(
+        log=log,
+        sleep=lambda s: _poll_sleep(s),  # looked up per call: tests swap it
+        on_job=lambda job_id: context.instance.add_run_tags(context.run.run_id, {RUN_TAG_JOB_ID: job_id}),
+        interrupts=(dg.DagsterExecutionInterruptedError, KeyboardInterrupt),
+    )
 
 
-def _dataset_paths(dataset: dict[str, Any]) -> tuple[Path, Path | None]:
-    """Train/validation paths from the openai_chat_dataset value, with a clear error if unusable."""
-    if not dataset.get("train_path"):
-        raise dg.Failure("openai_chat_dataset has no train_path: materialize it first")
-    train = Path(dataset["train_path"])
-    if not train.is_file() or train.stat().st_size == 0:
-        raise dg.Failure(f"training file {train} is missing or empty")
-    valid = Path(dataset["validation_path"]) if dataset.get("validation_path") else None
-    if valid is not None and (not valid.is_file() or valid.stat().st_size == 0):
-        valid = None  # the API accepts no validation file; an empty one would fail the job
-    return train, valid
+def cloud_metadata(result: CloudFineTuneResult) -> dict[str, Any]:
+    """What the UI shows for a cloud model: ids, numbers, checkpoints, the curve file, app settings."""
+    settings = result.settings
+    metadata: dict[str, Any] = {
+        "model_id": dg.MetadataValue.text(result.model_id or ""),
+        "inference_model": dg.MetadataValue.text(result.serving_model or ""),
+        "job_id": dg.MetadataValue.text(result.job_id),
+        "attached_to_existing_job": dg.MetadataValue.bool(result.attached),
+        "uploads_reused": dg.MetadataValue.int(result.uploads_reused),
+        "trained_tokens": dg.MetadataValue.int(int(result.trained_tokens or 0)),
+        "checkpoints": table(result.checkpoints, CHECKPOINT_COLUMNS),
+        "app_settings": dg.MetadataValue.md(
+            "application.properties:\n```properties\n" + settings["properties_text"] + "\n```\n"
+            "or environment:\n```bash\n" + settings["env_text"] + "\n```"
+        ),
+    }
+    for key, number in (("estimated_cost_usd", result.estimated_cost_usd), ("actual_cost_usd", result.actual_cost_usd)):
+        if number is not None:
+            metadata[key] = dg.MetadataValue.float(float(number))
+    for key, number in result.curve_summary.items():
+        if number is not None and key != "steps":
+            metadata[key] = dg.MetadataValue.float(float(number))
+    if result.curve_png is not None:
+        metadata["loss_curve"] = dg.MetadataValue.path(str(result.curve_png))
+    if result.curve_error:
+        metadata["curve_error"] = dg.MetadataValue.text(result.curve_error)
+    if result.deployment_note:
+        metadata["azure_deployment"] = dg.MetadataValue.md(result.deployment_note)
+    return metadata
 
 
 def run_cloud_fine_tune(
@@ -182,158 +235,19 @@ def run_cloud_fine_tune(
     openai_dataset: dict[str, Any],
     data_paths: DataPathsResource,
 ) -> dg.Output:
-    """Create (or attach to) the job for this dataset + config, follow it, return the model value.
+    """The cloud branch of ``fine_tuned_model``: config/resources in, `core.cloud.run` does the work.
 
     `data_paths` is the run's configured resource (where the loss curve goes), never a default one.
     """
-    spec = build_job_spec(
-        backend=backend,
-        model=config.model,
-        method=config.method,
-        n_epochs=config.n_epochs,
-        batch_size=config.batch_size,
-        learning_rate_multiplier=config.learning_rate_multiplier,
-        beta=config.beta,
-        seed=config.seed,
-        suffix=config.suffix,
-        wandb_project=config.wandb_project,
-    )
-    train_path, valid_path = _dataset_paths(openai_dataset)
+    request = _request(context, resource, config, backend, openai_dataset, data_paths)
     client = resource.get_client(backend, config.azure_api_version)
-    handle = client.create_or_attach(
-        spec,
-        train_path=train_path,
-        validation_path=valid_path,
-        train_sha256=openai_dataset.get("train_sha256"),
-        validation_sha256=openai_dataset.get("validation_sha256") if valid_path else None,
-        run_id=context.run.run_id,
-    )
-    job_id = handle.job.id
-    for up in handle.uploads:
-        context.log.info(f"{'reused upload' if up.reused else 'uploaded'} {up.filename} as {up.file_id}")
-    context.log.info(
-        f"{'attached to existing' if handle.attached else 'created'} {backend} fine-tuning job {job_id} "
-        f"(status {handle.job.status}, fingerprint {handle.fingerprint[:12]})"
-    )
     try:
-        context.instance.add_run_tags(context.run.run_id, {RUN_TAG_JOB_ID: job_id})
-    except Exception as exc:  # the tag is a convenience; never fail the (paid) job over it
-        context.log.warning(f"could not tag the run with the job id: {exc}")
-
-    def on_event(event: Any) -> None:
-        log = {"warn": context.log.warning, "error": context.log.error}.get(event.level, context.log.info)
-        log(f"[{job_id}] {event.message}")
-
-    try:
-        job = client.follow(
-            job_id,
-            on_event=on_event,
-            on_status=lambda j: context.log.info(f"[{job_id}] status: {j.status}"),
-            on_transient=lambda exc, n: context.log.warning(f"[{job_id}] transient error #{n}: {type(exc).__name__}"),
-            poll_interval_s=config.poll_interval_s,
-            sleep=lambda s: _poll_sleep(s),
-            max_wait_s=config.max_wait_s,
-        )
-    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-        if config.cancel_on_run_termination:
-            try:
-                if client.retrieve(job_id).status not in TERMINAL_STATUSES:
-                    client.cancel(job_id)
-                    context.log.warning(f"run terminated: cancelled fine-tuning job {job_id}")
-            except Exception as exc:
-                context.log.error(f"run terminated; cancelling job {job_id} failed: {exc}")
-        else:
-            context.log.warning(f"run terminated; job {job_id} keeps running (a retry will attach to it)")
-        raise
-
-    try:
-        result = client.outcome(job)
+        result = core_run(client, request, _hooks(context))
+    except DatasetNotReadyError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except JobFailedError as exc:
         raise dg.Failure(
             description=str(exc),
-            metadata={"job_id": job_id, "status": exc.status, "error_code": exc.code or "", "error_message": exc.message or ""},
+            metadata={"job_id": exc.job_id, "status": exc.status, "error_code": exc.code or "", "error_message": exc.message or ""},
         ) from exc
-
-    model_id = result["model_id"]
-    serving_model = model_id
-    base_url = str(client.sdk.base_url).rstrip("/")
-    deployment_md: str | None = None
-    azure_endpoint = resource.resolved_azure_endpoint()
-    if backend == "azure":
-        serving_model = config.azure_deployment_name or default_deployment_name(spec.suffix, job_id)
-        base_url = (azure_endpoint or "").rstrip("/") + "/openai/v1"
-        target = resource.arm_target(config.azure_sku, config.azure_capacity) if config.azure_deploy else None
-        if target is not None:
-            deployed = deploy_fine_tuned_model(
-                target, serving_model, model_id, poll_interval_s=config.poll_interval_s, sleep=_poll_sleep
-            )
-            deployment_md = f"Deployed `{model_id}` as `{serving_model}` via ARM ({deployed['provisioning_state']})."
-        else:
-            deployment_md = manual_deployment_steps(model_id, serving_model, resource.arm_account_name)
-        context.log.info(deployment_md.splitlines()[0])
-
-    settings = app_settings(
-        backend=backend,
-        model=serving_model,
-        base_url=resource.resolved_base_url(backend),
-        azure_endpoint=azure_endpoint,
-    )
-    estimate = estimated_cost_usd(spec.model, openai_dataset, spec.n_epochs)
-    models_dir = data_paths.sub("models") / "cloud"
-    curve_png = plot_curve(result["curve"], models_dir / f"{job_id}_loss_curve.png", title=model_id) if result["curve"] else None
-
-    summary = result["curve_summary"]
-    metrics = {
-        "job_id": job_id,
-        "attached_to_existing_job": handle.attached,
-        "trained_tokens": result["trained_tokens"],
-        "estimated_cost_usd": estimate,
-        "actual_cost_usd": result["actual_cost_usd"],
-        "hyperparameters": result["hyperparameters"],
-        "checkpoints": result["checkpoints"],
-        **{k: v for k, v in summary.items() if v is not None},
-    }
-    value = {
-        "backend": backend,
-        "base_model": spec.model,
-        "base_model_path": None,
-        "model_path": None,
-        "is_adapter": False,
-        "model_id": model_id,
-        "base_url": base_url,
-        "inference_model": serving_model,  # what to pass as `model=` on base_url (Azure: deployment)
-        "job_id": job_id,
-        "fingerprint": handle.fingerprint,
-        "app_settings": settings["properties"],
-        "metrics": metrics,
-    }
-    metadata: dict[str, Any] = {
-        "model_id": dg.MetadataValue.text(model_id or ""),
-        "inference_model": dg.MetadataValue.text(serving_model or ""),
-        "job_id": dg.MetadataValue.text(job_id),
-        "attached_to_existing_job": handle.attached,
-        "uploads_reused": sum(u.reused for u in handle.uploads),
-        "trained_tokens": int(result["trained_tokens"] or 0),
-        "checkpoints": dg.MetadataValue.md(
-            _md_table(result["checkpoints"], ["step", "model", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"])
-            if result["checkpoints"] else "no checkpoints reported"
-        ),
-        "app_settings": dg.MetadataValue.md(
-            "application.properties:\n```properties\n" + settings["properties_text"] + "\n```\n"
-            "or environment:\n```bash\n" + settings["env_text"] + "\n```"
-        ),
-    }
-    for key in ("estimated_cost_usd", "actual_cost_usd"):
-        if metrics[key] is not None:
-            metadata[key] = float(metrics[key])
-    for key, number in summary.items():
-        if number is not None and key != "steps":
-            metadata[key] = float(number)
-    if curve_png is not None:
-        metadata["loss_curve"] = dg.MetadataValue.path(str(curve_png))
-    if result["curve_error"]:
-        context.log.warning(result["curve_error"])
-        metadata["curve_error"] = result["curve_error"]
-    if deployment_md:
-        metadata["azure_deployment"] = dg.MetadataValue.md(deployment_md)
-    return dg.Output(value, metadata=metadata)
+    return dg.Output(result.value(), metadata=cloud_metadata(result))

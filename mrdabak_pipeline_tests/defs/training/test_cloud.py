@@ -1,4 +1,7 @@
-"""defs.cloud: the cloud backend of fine_tuned_model, materialized against the local fake API."""
+"""defs.training.cloud: the cloud backend of fine_tuned_model, materialized against the local fake API.
+
+The orchestration itself is tested without Dagster in core/cloud/test_run.py; these tests check the
+mapping: config/resources in, run log, run tag, termination, value and metadata out."""
 
 
 import json
@@ -9,7 +12,6 @@ from typing import Any
 import dagster as dg
 import openai
 import pytest
-from dagster._core.errors import DagsterExecutionInterruptedError
 
 from mrdabak_pipeline.core.cloud import CloudCredentialsError, sha256_file
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
@@ -156,7 +158,12 @@ def test_happy_path_value_metadata_logs_and_no_key_leak(
     assert md["actual_cost_usd"].value > 0 and md["estimated_cost_usd"].value == 0.0123
     assert Path(md["loss_curve"].value).read_bytes()[:4] == b"\x89PNG"
     assert Path(md["loss_curve"].value).is_relative_to(tmp_path / "configured" / "models" / "cloud")
-    assert "| 6 |" in md["checkpoints"].value
+    checkpoints = md["checkpoints"]
+    assert isinstance(checkpoints, dg.TableMetadataValue)
+    assert [c.name for c in checkpoints.schema.columns][:3] == ["step", "model", "train_loss"]
+    assert {c.name: c.type for c in checkpoints.schema.columns}["step"] == "int"
+    assert [r.data["step"] for r in checkpoints.records] == [2, 4, 6]
+    assert isinstance(md["trained_tokens"], dg.IntMetadataValue) and isinstance(md["final_train_loss"], dg.FloatMetadataValue)
     assert f"voice.llm.model={value['model_id']}" in md["app_settings"].value
     assert "voice.llm.api-key=${OPENAI_API_KEY}" in md["app_settings"].value
     assert md["final_train_loss"].value == pytest.approx(2.0 / 6, abs=1e-3)
@@ -233,7 +240,7 @@ def test_terminating_the_run_cancels_the_job_unless_configured_not_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def terminated(seconds: float) -> None:
-        raise DagsterExecutionInterruptedError()
+        raise dg.DagsterExecutionInterruptedError()
 
     monkeypatch.setattr(cloud_defs, "_poll_sleep", terminated)
     kept_run = materialize(server, dataset, instance, tmp_path, cancel_on_run_termination=False)
