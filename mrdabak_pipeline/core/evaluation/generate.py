@@ -85,6 +85,51 @@ class ChatGenerator(Protocol):
 # --- Local Hugging Face models -----------------------------------------------------------------
 
 
+def json_object_closed(text: str) -> bool:
+    """True once `text` holds a complete top-level JSON object (from its first ``{``).
+
+    Strings and escapes are tracked, so a brace inside the customer's message does not count.
+    """
+    depth, in_string, escaped, started = 0, False, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"' and started:
+            in_string = True
+        elif ch == "{":
+            depth, started = depth + 1, True
+        elif ch == "}" and started:
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
+
+
+class ReplyObjectClosed:
+    """Stop a row once its reply holds one complete JSON object: the app reads exactly one.
+
+    A fine-tuned model ends its turn right there anyway; a base model given the prompt-engineered
+    prompt often goes on (another "고객:" line, more examples) until `max_new_tokens`, which costs
+    minutes on a CPU and would only make its reply unparseable — stopping gives the baseline its
+    best chance and the evaluation its time back. (A `transformers.StoppingCriteria`.)
+    """
+
+    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
+        self.tokenizer, self.prompt_len = tokenizer, prompt_len
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids[:, self.prompt_len :].tolist()
+        done = [json_object_closed(self.tokenizer.decode(r, skip_special_tokens=True)) for r in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class LocalHFGenerator:
     """Greedy generation with a local causal LM, optionally with a PEFT adapter on top.
 
@@ -162,7 +207,7 @@ class LocalHFGenerator:
 
     def generate(self, prompts: Sequence[Messages], mode: Mode = "batched") -> GenerationResult:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         self._load()
         tok, model = self._tokenizer, self._model
@@ -199,6 +244,7 @@ class LocalHFGenerator:
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=eos_ids,
                     logits_processor=LogitsProcessorList(self._constraint(len(idx), enc["input_ids"].shape[1])),
+                    stopping_criteria=StoppingCriteriaList([ReplyObjectClosed(tok, enc["input_ids"].shape[1])]),
                 )
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, i in zip(new, idx, strict=True):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.evaluation.generate import (
     FINE_TUNED_CONSTRAINED,
     LocalHFGenerator,
     OpenAIChatGenerator,
+    ReplyObjectClosed,
     generators_for,
+    json_object_closed,
     prompt_kinds_for,
     with_constrained_twin,
 )
@@ -143,3 +148,26 @@ def test_openai_endpoint_that_always_fails_raises(monkeypatch: pytest.MonkeyPatc
         gen = OpenAIChatGenerator("m", base_url=srv["base_url"], max_retries=0)
         with pytest.raises(RuntimeError, match="every request"):
             gen.generate(PROMPTS[:2])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.sampled_from(list('{}[]"\\:, a가\n')), max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _JSON, max_size=4), st.sampled_from([True, False]))
+def test_reply_is_closed_exactly_when_the_whole_object_is_there(obj: dict, ascii_only: bool) -> None:
+    text = json.dumps(obj, ensure_ascii=ascii_only)
+    assert json_object_closed(text) and json_object_closed("noise " + text + " and more")
+    assert not any(json_object_closed(text[:k]) for k in range(len(text)))
+
+
+def test_generation_stops_when_the_reply_object_is_complete(tiny: dict[str, Path]) -> None:
+    gen = LocalHFGenerator(str(tiny["base"]), max_new_tokens=40)
+    gen._load()
+    stop = ReplyObjectClosed(gen._tokenizer, 0)
+    ids = gen._tokenizer(['{"message":"네 {x}","orderState":{}}', '{"message":"'], return_tensors="pt", padding=True)["input_ids"]
+    assert stop(ids, None).tolist() == [True, False]
