@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (the whole chain on the embedded defaults) and
-# `make test`. Both set themselves up: a virtualenv in .venv with the CPU build of torch first
+# `make test` (or one tier of it: `make test-unit`, `test-integration`, `test-e2e`). Both set themselves up: a virtualenv in .venv with the CPU build of torch first
 # (a plain `torch` would pull a multi-GB CUDA build), then this package with its dev extras.
 
 VENV ?= .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test ui lint bench
+.PHONY: setup demo test test-unit test-integration test-e2e ui lint bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -22,8 +22,18 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
 
+# `make test` is every tier (what CI runs); the tiers are the markers conftest.py gives each test.
 test: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 ui: setup
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml || true

@@ -1,4 +1,18 @@
-"""Shared fixtures: isolated data folders, a seeded SQLite DB, and a real PostgreSQL database."""
+"""Shared fixtures (isolated data folders, a real PostgreSQL database) and the test tiers.
+
+Every test gets exactly one tier marker, so ``pytest -m unit|integration|e2e`` (``make test-unit``
+etc.) selects a tier and ``make test`` still runs them all:
+
+* ``unit``: the pure core (``core/``): no Dagster run, server, subprocess, worker pool or training.
+  The whole tier must stay under a minute.
+* ``integration``: Dagster materializations (``defs/``), the CLI, PostgreSQL, worker processes,
+  tiny-model training in process, wheel builds: everything that is neither of the others.
+* ``e2e``: whole chains: Pipes training subprocesses, the UI in Chromium, the retrain loop, the
+  bench smoke run, real pretrained models.
+
+The tier comes from, first to last: a tier marker on the test (or its module); ``slow`` (the old
+name of ``e2e``, still accepted) -> e2e; ``postgres`` -> integration; the test's path (`_TIER_BY_PATH`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +23,42 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+
+TIERS = ("unit", "integration", "e2e")
+#: Path prefixes (relative to this folder, "/"-separated) -> default tier; first match wins,
+#: anything unmatched is integration.
+_TIER_BY_PATH = (
+    ("core/", "unit"),
+    ("test_end_to_end.py", "e2e"),
+    ("test_retrain_loop.py", "e2e"),
+    ("test_ui_e2e.py", "e2e"),
+    ("test_bench_smoke.py", "e2e"),
+)
+_HERE = Path(__file__).parent
+
+
+def _tier(item: pytest.Item) -> str:
+    """The tier of a test that carries no tier marker: ``slow``, ``postgres``, then its path."""
+    if item.get_closest_marker("slow") is not None:
+        return "e2e"
+    if item.get_closest_marker("postgres") is not None:
+        return "integration"
+    relative = item.path.relative_to(_HERE).as_posix() if item.path.is_relative_to(_HERE) else ""
+    return next((tier for prefix, tier in _TIER_BY_PATH if relative.startswith(prefix)), "integration")
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every collected test exactly one tier marker; two is a mistake worth stopping for."""
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if item.get_closest_marker("slow") is not None and tiers:
+            tiers.add("e2e")
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is in more than one test tier: {sorted(tiers)}")
+        if not tiers:
+            item.add_marker(_tier(item))
+
 
 PG_ADMIN_URL = os.environ.get("MRDABAK_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 

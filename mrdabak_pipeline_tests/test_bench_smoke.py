@@ -51,7 +51,7 @@ def test_smoke_figures_1_2_5_write_results_json(bench_cache: Path, tmp_path: Pat
     assert (bench_cache / "raw_200s_4d_2025-06-30_seed7.db").exists()  # the cache went where it was told
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_smoke_figure_4_refresh_through_dagster(bench_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     main(["--smoke", "--only", "4", "--out", str(out)])
@@ -62,6 +62,7 @@ def test_smoke_figure_4_refresh_through_dagster(bench_cache: Path, tmp_path: Pat
         assert row["figure"].startswith("4 nightly refresh") and row["value"] > 0 and row["baseline"] > 0
 
 
+@pytest.mark.unit
 def test_result_rows_and_table() -> None:
     r = Result.measured("x", 6.0, "s", 2.0, "ratio <= 4", lambda v, ratio: ratio <= 4)
     assert (r.ratio, r.met) == (3.0, True)

@@ -26,7 +26,7 @@ def _value(metrics: dict, model: str, key: str) -> float:
     return metrics[model]["all"][key]["value"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(1500)
 def test_whole_chain_trains_a_model_that_beats_its_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os

@@ -85,7 +85,7 @@ def _lines(*paths: str | None) -> set[bytes]:
     return {line for p in paths if p for line in Path(p).read_bytes().splitlines() if line.strip()}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_new_conversations_today_retrain_a_model_on_them(tmp_path: Path) -> None:
     engine = make_engine(os.environ["MRDABAK_DB_URL"])

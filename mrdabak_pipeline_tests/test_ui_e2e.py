@@ -42,7 +42,7 @@ from dagster_graphql import DagsterGraphQLClient
 from mrdabak_pipeline.core.ingest.db import make_engine
 from mrdabak_pipeline.core.ingest.seed import seed_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCATION = "mrdabak_pipeline"

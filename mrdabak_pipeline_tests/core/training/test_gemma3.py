@@ -94,7 +94,7 @@ def gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gemma3.ensure_gemma3(tmp_path_factory.mktemp("models"))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_gemma3_converts_once_with_a_generation_marked_template(gemma_dir: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
@@ -121,7 +121,7 @@ def test_gemma3_converts_once_with_a_generation_marked_template(gemma_dir: Path)
     assert tok.convert_tokens_to_ids("<end_of_turn>") in gen_cfg["eos_token_id"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, tmp_path: Path) -> None:
     """Two LoRA steps through `train_sft` (bf16 autocast where the CPU has it, head on label rows).
 

@@ -108,6 +108,7 @@ def test_prompt_completion_fallback_one_example_per_reply(tiny_tokenizer) -> Non
     assert not supports_assistant_mask(tiny_tokenizer_copy)
 
 
+@pytest.mark.integration
 def test_weight_zero_replies_are_context_not_targets(tmp_path: Path, models_dir: Path) -> None:
     """OpenAI's ``weight: 0`` (a reply the dataset cannot vouch for) is never trained on."""
     from datasets import Dataset, DatasetDict
@@ -143,6 +144,7 @@ def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:
         load_dialogs(tmp_path / "bad")
 
 
+@pytest.mark.integration
 def test_lora_trains_saves_adapter_reloads_and_generates(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     lines: list[str] = []
     result = train_sft(TrainParams(**QUICK, merge=True), dataset, tmp_path / "run", models_dir, log=lines.append)
@@ -176,6 +178,7 @@ def test_lora_trains_saves_adapter_reloads_and_generates(dataset: Path, models_d
     assert generate_reply(merged, mtok, prompt, max_new_tokens=8) == generate_reply(model, tok, prompt, max_new_tokens=8)
 
 
+@pytest.mark.integration
 def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -187,6 +190,7 @@ def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, 
     assert not torch.equal(model.lm_head.weight, base.lm_head.weight)
 
 
+@pytest.mark.integration
 def test_cli_finetune_hf_runs_the_same_core(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from mrdabak_pipeline.cli import main
 
@@ -226,6 +230,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_from_its_last_checkpoint(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(dataset), str(out), str(models_dir)],
@@ -249,6 +254,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset: Path, models_dir: 
     assert again["metrics"]["resumed_from"] is None
 
 
+@pytest.mark.integration
 def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     rows = compare_throughput(TrainParams(**QUICK | {"epochs": 1}, evaluate=False), dataset, tmp_path, models_dir,
                               modes=("plain", "grouped", "packed"), log=lambda s: None)
@@ -327,7 +333,7 @@ def _field_accuracy(result: dict, dataset: Path, n: int = 40) -> dict[str, float
     return {"valid_json": valid / len(dialogs), "dinnerType": dinner / len(dialogs)}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_demo_defaults_learn_the_task(tmp_path: Path) -> None:
     """The demo defaults (full fine-tune, 10 epochs) on 300 dialogs: about a minute on one idle CPU thread."""
     dataset = save_dataset(tmp_path / "hf", n_train=300, n_val=40, seed=11)
@@ -346,7 +352,7 @@ def test_smollm2_without_the_package_says_how_to_install(monkeypatch: pytest.Mon
         smollm2.ensure_smollm2(tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_smollm2_gguf_converts_once_to_a_trainable_safetensors_model(tmp_path: Path) -> None:
     """The real pretrained base: GGUF (Q4_1) -> fp32 safetensors, loadable without the quantizer."""
     pytest.importorskip("gguf")

@@ -33,6 +33,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.integration
 def test_diverged_run_raises_and_keeps_the_previous_model(tmp_path: Path) -> None:
     dataset = save_dataset(tmp_path / "hf", n_train=16, n_val=4)
     out, models = tmp_path / "run", tmp_path / "models"

@@ -133,7 +133,7 @@ def test_process_health_sees_dead_zombie_and_reused_pids() -> None:
     assert gone.status is WorkerStatus.FAILED and "gone" in gone.msg
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_killed_training_run_frees_the_gpu_pool(home: Path, daemon: subprocess.Popen) -> None:
     monitoring = yaml.safe_load((home / "dagster.yaml").read_text())["run_monitoring"]

@@ -59,6 +59,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_path: Path) -> None:
     hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
@@ -94,7 +95,7 @@ def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_pat
     assert isinstance(generate_reply(model, tok, make_dialog(random.Random(2))[:-1], max_new_tokens=6), str)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(400)
 def test_a_retried_run_resumes_in_the_same_folder(tmp_path: Path) -> None:
     """Two Pipes launches (~30 s): the second finds the first one's checkpoints and does not start over."""
@@ -108,6 +109,7 @@ def test_a_retried_run_resumes_in_the_same_folder(tmp_path: Path) -> None:
     assert value2["metrics"]["resumed_from"] == "checkpoint-6"
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_failing_training_process_fails_the_asset_with_its_error(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
