@@ -4,11 +4,13 @@
 from collections import Counter
 from datetime import datetime
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
 from mrdabak_pipeline.core.prepare import stages
+from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table
+from mrdabak_pipeline.defs.metadata import table as table_of_rows
 from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
@@ -16,16 +18,6 @@ from mrdabak_pipeline.defs.resources import RawDatabaseResource
 def _naive_local(dt: datetime) -> datetime:
     """Partition bounds are tz-aware (Asia/Seoul); the DB stores naive Seoul wall-clock times."""
     return dt.replace(tzinfo=None)
-
-
-def preview_markdown(table: pa.Table, columns: list[str], rows: int = 8, width: int = 60) -> str:
-    """A small Markdown preview of a table for the asset's metadata (long cells are cut)."""
-    head = table.select(columns).slice(0, rows).to_pylist()
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in head:
-        cells = [str(r[c] if r[c] is not None else "").replace("|", "\\|").replace("\n", " ")[:width] for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 #: What the raw preview shows: ids, roles, sizes and flags. The rows are not pseudonymized yet, so
@@ -49,11 +41,11 @@ def raw_preview_table(table: pa.Table) -> pa.Table:
     )
 
 
-@asset(
+@dg.asset(
     group_name="ingestion",
     kinds={"sqlalchemy", "parquet"},
     partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=(
         "Every message of the voice-order sessions created on the partition's day (Asia/Seoul), "
         "read from the production DB by a time-window query, plus orphan messages of that day. "
@@ -61,7 +53,7 @@ def raw_preview_table(table: pa.Table) -> pa.Table:
         "`decode_error`; cleaning decides what to do with them."
     ),
 )
-def raw_conversation_logs(context: AssetExecutionContext, raw_db: RawDatabaseResource) -> Output[pa.Table]:
+def raw_conversation_logs(context: dg.AssetExecutionContext, raw_db: RawDatabaseResource) -> dg.Output[pa.Table]:
     windows = []
     for key in context.partition_keys:  # one run may cover a whole range (single-run backfill)
         window = daily_partitions.time_window_for_partition_key(key)
@@ -69,17 +61,17 @@ def raw_conversation_logs(context: AssetExecutionContext, raw_db: RawDatabaseRes
     table = stages.extract(raw_db.get_engine(), windows)  # a long range is read on every core
     errors = Counter(e for e in table.column("decode_error").to_pylist() if e)
     per_day = Counter(table.column("partition_date").to_pylist())
-    return Output(
+    return dg.Output(
         table,
         metadata={
-            "dagster/row_count": table.num_rows,
-            "session_count": len(pc.unique(table.column("session_id"))),
-            "message_count": int(pc.sum(pc.is_valid(table.column("message_id"))).as_py() or 0),
-            "orphan_rows": int(pc.sum(table.column("is_orphan")).as_py() or 0),
-            "flagged_rows": sum(errors.values()),
-            "flags": MetadataValue.json(dict(errors)),
-            "rows_per_day": MetadataValue.json(dict(sorted(per_day.items()))),
+            "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+            "session_count": dg.MetadataValue.int(len(pc.unique(table.column("session_id")))),
+            "message_count": dg.MetadataValue.int(int(pc.sum(pc.is_valid(table.column("message_id"))).as_py() or 0)),
+            "orphan_rows": dg.MetadataValue.int(int(pc.sum(table.column("is_orphan")).as_py() or 0)),
+            "flagged_rows": dg.MetadataValue.int(sum(errors.values())),
+            "flags": counts_table(errors, "flag"),
+            "rows_per_day": table_of_rows([{"day": d, "rows": n} for d, n in sorted(per_day.items())], ["day", "rows"]),
             "db_dialect": raw_db.dialect,
-            "preview": MetadataValue.md(preview_markdown(raw_preview_table(table), RAW_PREVIEW_COLUMNS)),
+            "preview": arrow_preview(raw_preview_table(table), RAW_PREVIEW_COLUMNS),
         },
     )

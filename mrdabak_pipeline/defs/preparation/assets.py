@@ -8,31 +8,19 @@ stored, so no table is read twice and the PII scan can stop a leak before it rea
 from collections.abc import Iterator
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    AssetIn,
-    AssetOut,
-    BackfillPolicy,
-    Config,
-    MetadataValue,
-    Output,
-    multi_asset,
-)
 from pydantic import Field
 
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.prepare import cleaning, stages
-from mrdabak_pipeline.defs.ingestion.assets import preview_markdown
+from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table, table
 from mrdabak_pipeline.defs.partitions import daily_partitions
 
 GROUP = "preparation"
 
 
-class CleaningRunConfig(Config):
+class CleaningRunConfig(dg.Config):
     """Thresholds of the cleaning step."""
 
     max_message_chars: int = Field(default=2000, description="Longer messages quarantine their session (message_too_long).")
@@ -41,27 +29,25 @@ class CleaningRunConfig(Config):
     )
 
 
-class AugmentationRunConfig(Config):
+class AugmentationRunConfig(dg.Config):
     """How many variants per session, and the seed that makes them reproducible."""
 
     k: int = Field(default=3, ge=0, description="Variants per cleaned session, in addition to the original.")
     seed: int = Field(default=42, description="Same seed, same variants.")
 
 
-def _md_counts(counts: dict[str, int], key: str = "reason") -> MetadataValue:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return MetadataValue.md(f"| {key} | count |\n|---|---|\n{rows}" if rows else f"no {key}s")
-
-
 #: Order-state fields a preview may show: the menu choice and the delivery slot. The address and
 #: every text stay out even after pseudonymization: the pseudonymizer is documented to miss some
 #: PII (names without a cue, partial addresses), and metadata lands in the event log and the UI.
 PREVIEW_STATE_FIELDS = ("dinnerType", "servingStyle", "quantity", "deliveryDate", "deliveryTime")
+SESSION_PREVIEW_COLUMNS = ("session_id", "source_session_id", "variant", "turns", "user_chars", "tags", *PREVIEW_STATE_FIELDS)
+#: The quarantine preview: ids, the rejection reason and its (value-free) detail, sizes.
+REJECTED_PREVIEW_COLUMNS = ("session_id", "reason", "detail", "n_rows")
 
 
-def _session_preview(sessions: list[Session], rows: int = 8) -> MetadataValue:
+def _session_preview(sessions: list[Session], rows: int = 8) -> dg.TableMetadataValue:
     """Ids, lineage, sizes, tags and the final order's menu/slot fields: no customer text."""
-    table = pa.Table.from_pylist(
+    return table(
         [
             {
                 "session_id": s.session_id,
@@ -73,17 +59,15 @@ def _session_preview(sessions: list[Session], rows: int = 8) -> MetadataValue:
                 **{f: str((s.final_order_state or {}).get(f, "")) for f in PREVIEW_STATE_FIELDS},
             }
             for s in sessions[:rows]
-        ]
+        ],
+        SESSION_PREVIEW_COLUMNS,
     )
-    if table.num_rows == 0:
-        return MetadataValue.md("(no sessions)")
-    return MetadataValue.md(preview_markdown(table, table.column_names, rows=rows, width=80))
 
 
 # --- cleaned_sessions + rejected_sessions -----------------------------------------------------
 
 CLEANING_CHECKS = [
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "conservation",
         asset="rejected_sessions",
         additional_deps=["cleaned_sessions"],
@@ -94,12 +78,12 @@ CLEANING_CHECKS = [
             "message, collapsed duplicate or rejected row)."
         ),
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "rejection_rate",
         asset="rejected_sessions",
         description="Fails when the share of rejected sessions exceeds config max_rejection_rate.",
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "no_pii",
         asset="cleaned_sessions",
         blocking=True,
@@ -114,10 +98,10 @@ CLEANING_CHECKS = [
 ]
 
 
-@multi_asset(
+@dg.multi_asset(
     name="clean_sessions",
     outs={
-        "cleaned_sessions": AssetOut(
+        "cleaned_sessions": dg.AssetOut(
             is_required=False,  # withheld when the PII scan finds something
             kinds={"python", "parquet"},
             description=(
@@ -127,7 +111,7 @@ CLEANING_CHECKS = [
                 "(names/addresses -> consistent Faker ko_KR values, identifiers -> placeholders)."
             ),
         ),
-        "rejected_sessions": AssetOut(
+        "rejected_sessions": dg.AssetOut(
             kinds={"python", "parquet"},
             description=(
                 "The quarantine: one row per rejected session id (session_id, partition_date, "
@@ -135,58 +119,56 @@ CLEANING_CHECKS = [
             ),
         ),
     },
-    ins={"raw": AssetIn("raw_conversation_logs")},
+    ins={"raw": dg.AssetIn("raw_conversation_logs")},
     partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     check_specs=CLEANING_CHECKS,
 )
-def clean_sessions(context: AssetExecutionContext, config: CleaningRunConfig, raw: pa.Table) -> Iterator[Any]:
+def clean_sessions(context: dg.AssetExecutionContext, config: CleaningRunConfig, raw: pa.Table) -> Iterator[Any]:
     done = stages.clean(raw, cleaning.CleaningConfig(max_message_chars=config.max_message_chars))
     result, cleaned, leaks = done.summary, done.table, dict(done.leaks)  # leak counts only, never values
     rejected = result.rejections_table()
     balance = result.row_balance()
     violations = cleaning.conservation_violations(result.raw_session_ids, done.session_ids, (r.session_id for r in result.rejections))
 
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="cleaned_sessions",
         check_name="no_pii",
         passed=not leaks,
-        metadata={"hits_by_kind": MetadataValue.json(leaks), "replaced_by_kind": MetadataValue.json(dict(done.pii.replaced))},
+        metadata={"hits_by_kind": dg.MetadataValue.json(leaks), "replaced_by_kind": dg.MetadataValue.json(dict(done.pii.replaced))},
     )
     if not leaks:
-        yield Output(
+        yield dg.Output(
             cleaned,
             output_name="cleaned_sessions",
             metadata={
                 "dagster/row_count": cleaned.num_rows,
                 "kept_sessions": result.kept_sessions,
                 "kept_turns": balance["kept_turns"],
-                "dropped_order_states": _md_counts(dict(result.dropped_order_states)),
-                "collapsed_duplicates": _md_counts(dict(result.collapsed_duplicates)),
-                "dropped_messages": _md_counts(dict(result.dropped_messages)),
-                "role_spellings_mapped": MetadataValue.json(dict(result.role_spellings)),
-                "pii_replaced": MetadataValue.json(dict(done.pii.replaced)),
+                "dropped_order_states": counts_table(result.dropped_order_states, "reason"),
+                "collapsed_duplicates": counts_table(result.collapsed_duplicates, "reason"),
+                "dropped_messages": counts_table(result.dropped_messages, "reason"),
+                "role_spellings_mapped": dg.MetadataValue.json(dict(result.role_spellings)),
+                "pii_replaced": dg.MetadataValue.json(dict(done.pii.replaced)),
                 "pii_sessions_touched": done.pii.sessions_touched,
-                "scenario_tags": _md_counts(dict(done.tags), "tag"),
+                "scenario_tags": counts_table(done.tags, "tag"),
                 "preview": _session_preview(done.preview),
             },
         )
-    yield Output(
+    yield dg.Output(
         rejected,
         output_name="rejected_sessions",
         metadata={
             "dagster/row_count": rejected.num_rows,
             "rejected_sessions": len(result.rejections),
             "rejection_rate": float(result.rejection_rate),
-            "rejections_by_reason": _md_counts(dict(result.rejection_counts)),
-            "row_balance": MetadataValue.json(balance),
-            "preview": MetadataValue.md(
-                preview_markdown(rejected, ["session_id", "reason", "detail", "n_rows"]) if rejected.num_rows else "(none)"
-            ),
+            "rejections_by_reason": counts_table(result.rejection_counts, "reason"),
+            "row_balance": dg.MetadataValue.json(balance),
+            "preview": arrow_preview(rejected, REJECTED_PREVIEW_COLUMNS),
         },
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="rejected_sessions",
         check_name="conservation",
         passed=not any(violations.values()) and balance["unaccounted"] == 0,
@@ -195,18 +177,18 @@ def clean_sessions(context: AssetExecutionContext, config: CleaningRunConfig, ra
             "cleaned_sessions": result.kept_sessions,
             "rejected_sessions": len(result.rejections),
             **{k: len(v) for k, v in violations.items()},
-            "examples": MetadataValue.json({k: v[:5] for k, v in violations.items() if v}),
-            "row_balance": MetadataValue.json(balance),
+            "examples": dg.MetadataValue.json({k: v[:5] for k, v in violations.items() if v}),
+            "row_balance": dg.MetadataValue.json(balance),
         },
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="rejected_sessions",
         check_name="rejection_rate",
         passed=result.rejection_rate <= config.max_rejection_rate,
         metadata={
             "rejection_rate": float(result.rejection_rate),
             "max_rejection_rate": float(config.max_rejection_rate),
-            "rejections_by_reason": MetadataValue.json(dict(result.rejection_counts)),
+            "rejections_by_reason": dg.MetadataValue.json(dict(result.rejection_counts)),
         },
     )
 
@@ -219,22 +201,22 @@ _CHECKLIST_NOTE = (
     "assembled training set belongs to the dataset assets downstream."
 )
 AUGMENTATION_CHECKS = [
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "min_sessions",
         asset="augmented_sessions",
         description=f"The guide's checklist: at least {cleaning.MIN_SESSIONS} complete conversation sessions." + _CHECKLIST_NOTE,
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "menu_coverage",
         asset="augmented_sessions",
         description="All four dinners and all three serving styles appear in some order_state." + _CHECKLIST_NOTE,
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "complete_flows",
         asset="augmented_sessions",
         description="Complete flows (greeting -> order -> confirmation with every field) are present." + _CHECKLIST_NOTE,
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "error_handling_examples",
         asset="augmented_sessions",
         description=(
@@ -242,7 +224,7 @@ AUGMENTATION_CHECKS = [
             "the CHAMPAGNE_FEAST+SIMPLE correction." + _CHECKLIST_NOTE
         ),
     ),
-    AssetCheckSpec(
+    dg.AssetCheckSpec(
         "variants_consistent",
         asset="augmented_sessions",
         description=(
@@ -253,10 +235,10 @@ AUGMENTATION_CHECKS = [
 ]
 
 
-@multi_asset(
+@dg.multi_asset(
     name="augment_sessions",
     outs={
-        "augmented_sessions": AssetOut(
+        "augmented_sessions": dg.AssetOut(
             kinds={"python", "parquet"},
             description=(
                 "Each cleaned session (variant 0) plus K variants with another customer name, "
@@ -266,17 +248,17 @@ AUGMENTATION_CHECKS = [
             ),
         )
     },
-    ins={"cleaned_sessions": AssetIn("cleaned_sessions")},
+    ins={"cleaned_sessions": dg.AssetIn("cleaned_sessions")},
     partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     check_specs=AUGMENTATION_CHECKS,
 )
-def augment_sessions_asset(context: AssetExecutionContext, config: AugmentationRunConfig, cleaned_sessions: pa.Table) -> Iterator[Any]:
+def augment_sessions_asset(context: dg.AssetExecutionContext, config: AugmentationRunConfig, cleaned_sessions: pa.Table) -> Iterator[Any]:
     done = stages.augment(cleaned_sessions, k=config.k, seed=config.seed)
     table, figures, worse = done.table, done.figures, done.worse_variants
 
-    yield Output(
+    yield dg.Output(
         table,
         output_name="augmented_sessions",
         metadata={
@@ -286,47 +268,47 @@ def augment_sessions_asset(context: AssetExecutionContext, config: AugmentationR
             "duplicates_dropped": done.source_sessions * config.k - (table.num_rows - done.source_sessions),
             "k": config.k,
             "seed": config.seed,
-            "coverage": _coverage_md(figures),
+            "coverage": _coverage_table(figures),
             "preview": _session_preview(done.preview),
         },
     )
-    warn = AssetCheckSeverity.WARN
-    yield AssetCheckResult(
+    warn = dg.AssetCheckSeverity.WARN
+    yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="min_sessions", severity=warn,
         passed=figures["sessions"] >= cleaning.MIN_SESSIONS,
         metadata={"sessions": figures["sessions"], "source_sessions": figures["source_sessions"], "minimum": cleaning.MIN_SESSIONS},
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="menu_coverage", severity=warn,
         passed=not figures["missing_dinners"] and not figures["missing_styles"],
         metadata={
-            "dinners": MetadataValue.json(figures["dinners"]),
-            "styles": MetadataValue.json(figures["styles"]),
-            "missing": MetadataValue.json(figures["missing_dinners"] + figures["missing_styles"]),
+            "dinners": dg.MetadataValue.json(figures["dinners"]),
+            "styles": dg.MetadataValue.json(figures["styles"]),
+            "missing": dg.MetadataValue.json(figures["missing_dinners"] + figures["missing_styles"]),
         },
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="complete_flows", severity=warn,
         passed=figures["complete_flows"] > 0,
         metadata={"complete_flows": figures["complete_flows"], "sessions": figures["sessions"]},
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="error_handling_examples", severity=warn,
         passed=figures["error_handling"] > 0,
-        metadata={"error_handling": figures["error_handling"], "by_kind": MetadataValue.json(figures["error_handling_by_kind"])},
+        metadata={"error_handling": figures["error_handling"], "by_kind": dg.MetadataValue.json(figures["error_handling_by_kind"])},
     )
-    yield AssetCheckResult(
+    yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="variants_consistent",
         passed=not worse,
-        metadata={"inconsistent_variants": len(worse), "examples": MetadataValue.json(worse[:5])},
+        metadata={"inconsistent_variants": len(worse), "examples": dg.MetadataValue.json(worse[:5])},
     )
 
 
-def _coverage_md(figures: dict[str, Any]) -> MetadataValue:
-    lines = ["| item | sessions |", "|---|---|"]
-    lines += [f"| dinner {k} | {v} |" for k, v in figures["dinners"].items()]
-    lines += [f"| style {k} | {v} |" for k, v in figures["styles"].items()]
-    lines += [f"| complete flows | {figures['complete_flows']} |"]
-    lines += [f"| error handling: {k} | {v} |" for k, v in figures["error_handling_by_kind"].items()]
-    lines += [f"| final {k} | {v} |" for k, v in figures["final_combos"].items()]
-    return MetadataValue.md("\n".join(lines))
+def _coverage_table(figures: dict[str, Any]) -> dg.TableMetadataValue:
+    """Sessions per dinner, style, flow kind and final combination: one ``item | sessions`` table."""
+    rows = [("dinner " + k, v) for k, v in figures["dinners"].items()]
+    rows += [("style " + k, v) for k, v in figures["styles"].items()]
+    rows += [("complete flows", figures["complete_flows"])]
+    rows += [("error handling: " + k, v) for k, v in figures["error_handling_by_kind"].items()]
+    rows += [("final " + k, v) for k, v in figures["final_combos"].items()]
+    return table([{"item": item, "sessions": n} for item, n in rows], ["item", "sessions"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import dagster as dg
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mrdabak_pipeline.core.ingest.db import make_engine
 from mrdabak_pipeline.core.ingest.seed import seed_database
-from mrdabak_pipeline.defs.ingestion.assets import raw_conversation_logs
+from mrdabak_pipeline.defs.ingestion.assets import RAW_PREVIEW_COLUMNS, raw_conversation_logs
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
@@ -24,7 +25,13 @@ def test_materialize_one_day_and_a_range(tmp_path):
     assert result.success
     meta = result.asset_materializations_for_node("raw_conversation_logs")[0].metadata
     assert meta["session_count"].value > 10
-    assert "| session_id |" in meta["preview"].value
+    preview = meta["preview"]
+    assert isinstance(preview, dg.TableMetadataValue)
+    assert [c.name for c in preview.schema.columns] == RAW_PREVIEW_COLUMNS and len(preview.records) == 8
+    assert {c.name: c.type for c in preview.schema.columns}["content_chars"] == "int"
+    assert sum(r.data["rows"] for r in meta["rows_per_day"].records) == meta["dagster/row_count"].value
+    flags = {r.data["flag"]: r.data["count"] for r in meta["flags"].records}
+    assert sum(flags.values()) == meta["flagged_rows"].value
     stored = pq.read_table(tmp_path / "st" / "raw_conversation_logs" / "2026-11-19.parquet")
     assert stored.num_rows == meta["dagster/row_count"].value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
@@ -16,7 +17,11 @@ from mrdabak_pipeline.core.prepare.augment import state_mismatches
 from mrdabak_pipeline.core.prepare.cleaning import REJECTION_REASONS
 from mrdabak_pipeline.defs.ingestion.assets import raw_conversation_logs
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
-from mrdabak_pipeline.defs.preparation.assets import augment_sessions_asset, clean_sessions
+from mrdabak_pipeline.defs.preparation.assets import (
+    SESSION_PREVIEW_COLUMNS,
+    augment_sessions_asset,
+    clean_sessions,
+)
 from mrdabak_pipeline.defs.resources import DataPathsResource, RawDatabaseResource
 
 DAY = "2025-03-01"
@@ -71,7 +76,18 @@ def test_materialize_seeded_partition(seeded: Path) -> None:
         assert {"rejections_by_reason", "row_balance", "rejection_rate"} <= set(rejected_md)
         assert {"coverage", "preview", "variants"} <= set(augmented_md)
         assert rejected_md["row_balance"].data["unaccounted"] == 0
-        assert "VALENTINE" in augmented_md["coverage"].md_str
+        coverage = augmented_md["coverage"]
+        assert isinstance(coverage, dg.TableMetadataValue)
+        assert [(c.name, c.type) for c in coverage.schema.columns] == [("item", "string"), ("sessions", "int")]
+        assert any(r.data["item"] == "dinner VALENTINE" and r.data["sessions"] > 0 for r in coverage.records)
+        reasons = rejected_md["rejections_by_reason"]
+        assert [c.name for c in reasons.schema.columns] == ["reason", "count"]
+        assert sum(r.data["count"] for r in reasons.records) == rejected_md["rejected_sessions"].value
+        counts = [r.data["count"] for r in reasons.records]
+        assert counts == sorted(counts, reverse=True)  # most frequent reason first
+        preview = cleaned_md["preview"]
+        assert [c.name for c in preview.schema.columns] == list(SESSION_PREVIEW_COLUMNS) and preview.records
+        assert "deliveryAddress" not in {c.name for c in preview.schema.columns}
 
     storage = seeded / "storage"
     cleaned = pq.read_table(storage / "cleaned_sessions" / f"{DAY}.parquet")
