@@ -710,11 +710,17 @@ def estimate_cost(train: ValidationReport, model: str = DEFAULT_MODEL, n_epochs:
     )
 
 
-def distributions_markdown(splits: Iterable[tuple[str, dict[str, dict[str, float]]]]) -> str:
-    """One Markdown table from ``(split, ValidationReport.distributions())`` pairs."""
-    cols = ("min", "p5", "median", "mean", "p95", "max")
-    lines = ["| split | per example | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
-    for split, dists in splits:
-        for name, dist in dists.items():
-            lines.append(f"| {split} | {name} | " + " | ".join(f"{dist[c]:g}" for c in cols) + " |")
-    return "\n".join(lines)
+#: The figures of one distribution row, in reading order.
+DISTRIBUTION_STATS = ("min", "p5", "median", "mean", "p95", "max")
+
+
+def distribution_rows(splits: Iterable[tuple[str, dict[str, dict[str, float]]]]) -> list[dict[str, Any]]:
+    """One record per split and measure from ``(split, ValidationReport.distributions())`` pairs.
+
+    Records, not Markdown: the Dagster shell shows them as a typed table (numbers stay numbers).
+    """
+    return [
+        {"split": split, "per_example": name, **{c: float(dist[c]) for c in DISTRIBUTION_STATS}}
+        for split, dists in splits
+        for name, dist in dists.items()
+    ]

@@ -11,18 +11,8 @@ reaches a fine-tuning asset.
 from pathlib import Path
 from typing import Any, Literal
 
+import dagster as dg
 import pyarrow as pa
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetExecutionContext,
-    AssetIn,
-    Config,
-    MetadataValue,
-    Output,
-    asset,
-    asset_check,
-)
 from pydantic import Field
 
 from mrdabak_pipeline.core import records
@@ -35,17 +25,19 @@ from mrdabak_pipeline.core.datasets.build import (
 from mrdabak_pipeline.core.datasets.chat_format import DEFAULT_VALIDATION_FRACTION
 from mrdabak_pipeline.core.datasets.validation import (
     DEFAULT_MODEL,
+    DISTRIBUTION_STATS,
     FORMAT_ERRORS,
     check_jsonl_format,
-    distributions_markdown,
+    distribution_rows,
 )
 from mrdabak_pipeline.core.runtime.files import sha256_file
+from mrdabak_pipeline.defs.metadata import list_table, table
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 GROUP = "datasets"
 
 
-class DatasetConfig(Config):
+class DatasetConfig(dg.Config):
     """Which sessions go in, how they are split, and what the assistant target looks like."""
 
     window_days: int | None = Field(
@@ -76,20 +68,16 @@ def _sessions(table: pa.Table, window_days: int | None) -> list:
     return records.sessions_from_table(recent_partitions(table, window_days))
 
 
-def _md_list(items: list[str], empty: str) -> MetadataValue:
-    return MetadataValue.md("\n".join(f"- {i}" for i in items) if items else empty)
-
-
 def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
     """What the UI shows for a materialization: where, what, how big, how much."""
     reports = value["reports"]
     enc = value["encoding"]
     return {
-        "dagster/uri": MetadataValue.path(value["uri"]),
-        "folder": MetadataValue.path(value["uri"]),
-        "train_path": MetadataValue.path(value["train_path"]),
+        "dagster/uri": dg.MetadataValue.path(value["uri"]),
+        "folder": dg.MetadataValue.path(value["uri"]),
+        "train_path": dg.MetadataValue.path(value["train_path"]),
         "train_sha256": value["train_sha256"],
-        "validation_path": MetadataValue.path(value["validation_path"]) if value["validation_path"] else "(empty)",
+        "validation_path": dg.MetadataValue.path(value["validation_path"]) if value["validation_path"] else "(empty)",
         "validation_sha256": value["validation_sha256"] or "",
         "train_examples": value["train_examples"],
         "validation_examples": value["validation_examples"],
@@ -105,16 +93,19 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
         "encoding": f"{enc['encoding_used']} via {enc['encoding_source']} (model uses {enc['model_encoding']})",
         "token_count_exact": bool(enc["exact"]),
         "n_too_long": sum(r["n_too_long"] for r in reports.values()),
-        "distributions": MetadataValue.md(distributions_markdown((k, r["distributions"]) for k, r in reports.items())),
-        "warnings": _md_list(value["warnings"], "none"),
+        "distributions": table(
+            distribution_rows((k, r["distributions"]) for k, r in reports.items()),
+            ["split", "per_example", *DISTRIBUTION_STATS],
+        ),
+        "warnings": list_table(value["warnings"], "warning"),
         "target": value["target"],
         "prompt_id": value["prompt_id"],
         "data_high_water_mark": value["data_high_water_mark"] or "",
     }
 
 
-@asset(
-    ins={"augmented_sessions": AssetIn()},
+@dg.asset(
+    ins={"augmented_sessions": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "openai"},
     description=(
@@ -126,8 +117,8 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
     ),
 )
 def openai_chat_dataset(
-    context: AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
-) -> Output[dict[str, Any]]:
+    context: dg.AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
+) -> dg.Output[dict[str, Any]]:
     value = write_openai_dataset(
         recent_partitions(augmented_sessions, config.window_days),  # the table: formatted on every core
         data_paths.sub("datasets") / "openai",
@@ -139,11 +130,11 @@ def openai_chat_dataset(
     )
     for warning in value["warnings"]:
         context.log.warning(warning)
-    return Output(value, metadata=openai_metadata(value))
+    return dg.Output(value, metadata=openai_metadata(value))
 
 
-@asset(
-    ins={"openai_chat_dataset": AssetIn()},
+@dg.asset(
+    ins={"openai_chat_dataset": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "huggingface"},
     description=(
@@ -152,7 +143,7 @@ def openai_chat_dataset(
         "folder under data/datasets/huggingface. Value: path, jsonl paths, counts, data_high_water_mark."
     ),
 )
-def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict[str, Any]) -> Output[dict[str, Any]]:
+def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict[str, Any]) -> dg.Output[dict[str, Any]]:
     source = openai_chat_dataset
     for split in ("train", "validation"):
         path = source[f"{split}_path"]
@@ -160,13 +151,13 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
             raise RuntimeError(f"{path} changed since openai_chat_dataset was materialized: materialize it again")
     value = write_huggingface_dataset(source["train_path"], source["validation_path"], data_paths.sub("datasets") / "huggingface")
     value.update(target=source["target"], prompt_id=source["prompt_id"], data_high_water_mark=source["data_high_water_mark"])
-    return Output(
+    return dg.Output(
         value,
         metadata={
-            "dagster/uri": MetadataValue.path(value["path"]),
-            "path": MetadataValue.path(value["path"]),
-            "train_jsonl": MetadataValue.path(value["train_jsonl"]),
-            "validation_jsonl": MetadataValue.path(value["validation_jsonl"]),
+            "dagster/uri": dg.MetadataValue.path(value["path"]),
+            "path": dg.MetadataValue.path(value["path"]),
+            "train_jsonl": dg.MetadataValue.path(value["train_jsonl"]),
+            "validation_jsonl": dg.MetadataValue.path(value["validation_jsonl"]),
             "sha256": value["sha256"],
             "train_examples": value["train_examples"],
             "validation_examples": value["validation_examples"],
@@ -177,8 +168,8 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
     )
 
 
-@asset(
-    ins={"augmented_sessions": AssetIn()},
+@dg.asset(
+    ins={"augmented_sessions": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "openai"},
     description=(
@@ -187,7 +178,7 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
         "rejected records, split like the chat dataset. No pairs is a normal outcome."
     ),
 )
-def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table) -> Output[dict[str, Any]]:
+def dpo_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table) -> dg.Output[dict[str, Any]]:
     value = write_preference_dataset(
         _sessions(augmented_sessions, config.window_days),
         data_paths.sub("datasets") / "dpo",
@@ -197,11 +188,11 @@ def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_path
     )
     if not value["pair_count"]:
         context.log.info("no corrected assistant turns in the data: the DPO dataset is empty")
-    return Output(
+    return dg.Output(
         value,
         metadata={
-            "dagster/uri": MetadataValue.path(value["uri"]),
-            "folder": MetadataValue.path(value["uri"]),
+            "dagster/uri": dg.MetadataValue.path(value["uri"]),
+            "folder": dg.MetadataValue.path(value["uri"]),
             "pair_count": value["pair_count"],
             "train_pairs": value["train_pairs"],
             "validation_pairs": value["validation_pairs"],
@@ -210,7 +201,7 @@ def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_path
     )
 
 
-@asset_check(
+@dg.asset_check(
     asset=openai_chat_dataset,
     blocking=True,
     description=(
@@ -219,7 +210,7 @@ def dpo_dataset(context: AssetExecutionContext, config: DatasetConfig, data_path
         "Blocking: a failure stops the fine-tuning assets."
     ),
 )
-def openai_chat_format(openai_chat_dataset: dict[str, Any]) -> AssetCheckResult:
+def openai_chat_format(openai_chat_dataset: dict[str, Any]) -> dg.AssetCheckResult:
     problems: list[str] = []
     counts: dict[str, int] = dict.fromkeys(FORMAT_ERRORS, 0)
     for split in ("train", "validation"):
@@ -235,43 +226,43 @@ def openai_chat_format(openai_chat_dataset: dict[str, Any]) -> AssetCheckResult:
         for code, n in errors.items():
             counts[code] += n
             problems.append(f"{split}: {n} x {code} ({FORMAT_ERRORS[code]}), lines {lines[code]}")
-    return AssetCheckResult(
+    return dg.AssetCheckResult(
         passed=not problems,
-        metadata={**{f"errors_{k}": v for k, v in counts.items()}, "problems": _md_list(problems, "none")},
+        metadata={**{f"errors_{k}": v for k, v in counts.items()}, "problems": list_table(problems, "problem")},
     )
 
 
-@asset_check(
+@dg.asset_check(
     asset=openai_chat_dataset,
     description="Warns when examples exceed the model's per-example token limit (they would be truncated) "
     "or when the training file has fewer than the 10 examples OpenAI requires.",
 )
-def openai_chat_token_limits(openai_chat_dataset: dict[str, Any]) -> AssetCheckResult:
+def openai_chat_token_limits(openai_chat_dataset: dict[str, Any]) -> dg.AssetCheckResult:
     too_long = {split: r["n_too_long"] for split, r in openai_chat_dataset["reports"].items()}
     few = openai_chat_dataset["train_examples"] < 10
-    return AssetCheckResult(
+    return dg.AssetCheckResult(
         passed=not any(too_long.values()) and not few,
-        severity=AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
             **{f"too_long_{k}": v for k, v in too_long.items()},
             "train_examples": openai_chat_dataset["train_examples"],
-            "warnings": _md_list(openai_chat_dataset["warnings"], "none"),
+            "warnings": list_table(openai_chat_dataset["warnings"], "warning"),
         },
     )
 
 
-@asset_check(
+@dg.asset_check(
     asset=huggingface_dataset,
     blocking=True,
     description="load_from_disk works, both splits have a 'messages' column and the stored row counts.",
 )
-def huggingface_loadable(huggingface_dataset: dict[str, Any]) -> AssetCheckResult:
+def huggingface_loadable(huggingface_dataset: dict[str, Any]) -> dg.AssetCheckResult:
     from datasets import DatasetDict, load_from_disk
 
     try:
         dd = load_from_disk(huggingface_dataset["path"])
     except Exception as exc:  # a broken folder is the failure this check exists to report
-        return AssetCheckResult(passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"})
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"})
     ok = (
         isinstance(dd, DatasetDict)
         and {"train", "validation"} <= set(dd)
@@ -279,6 +270,6 @@ def huggingface_loadable(huggingface_dataset: dict[str, Any]) -> AssetCheckResul
         and len(dd["train"]) == huggingface_dataset["train_examples"]
         and len(dd["validation"]) == huggingface_dataset["validation_examples"]
     )
-    return AssetCheckResult(
+    return dg.AssetCheckResult(
         passed=bool(ok), metadata={"splits": ", ".join(f"{k}={len(v)}" for k, v in dd.items())}
     )

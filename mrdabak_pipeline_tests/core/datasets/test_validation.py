@@ -135,8 +135,9 @@ def test_written_files_round_trip_through_the_checks(tmp_path: Path) -> None:
         assert report.ok and report.n_examples == value[f"{split}_examples"]
         assert report.summary() == V_value["reports"][split]
     assert value["estimated_cost_usd"] > 0 and value["encoding"]["exact"] is True
-    table = V.distributions_markdown([("train", V.validate_jsonl(value["train_path"]).distributions())])
-    assert "| train | tokens per example |" in table and table.count("\n") == 4
+    rows = V.distribution_rows([("train", V.validate_jsonl(value["train_path"]).distributions())])
+    assert [r["per_example"] for r in rows] == ["messages per example", "tokens per example", "assistant tokens per example"]
+    assert all(r["split"] == "train" and r["min"] <= r["median"] <= r["max"] for r in rows)
 
 
 LINE_PIECES = st.sampled_from([b"\n", b"\r", b"\r\n", b"", b" ", b"{}", b'{"messages":[]}', b"[1]", b"x", "가".encode()])

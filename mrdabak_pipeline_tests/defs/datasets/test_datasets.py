@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, asset, materialize
@@ -76,7 +77,12 @@ def test_datasets_are_written_where_the_metadata_says(data_dir: Path) -> None:
     assert validate_jsonl(train).n_examples == meta["train_examples"]
     assert isinstance(meta["estimated_cost_usd"], float) and meta["estimated_cost_usd"] > 0
     assert meta["token_count_exact"] is True and "o200k_base" in meta["encoding"]
-    assert "| train | tokens per example |" in meta["distributions"]
+    dist = meta["distributions"]
+    assert isinstance(dist, dg.TableMetadataValue)
+    assert [(c.name, c.type) for c in dist.schema.columns][:3] == [("split", "string"), ("per_example", "string"), ("min", "float")]
+    tokens = {r.data["split"]: r.data for r in dist.records if r.data["per_example"] == "tokens per example"}
+    assert set(tokens) == {"train", "validation"} and 0 < tokens["train"]["min"] <= tokens["train"]["max"]
+    assert [c.name for c in meta["warnings"].schema.columns] == ["warning"]
     assert stored["data_high_water_mark"] == "2025-03-05T09:19:00.000000"
 
     hf = _metadata(result, "huggingface_dataset")
@@ -111,4 +117,6 @@ def test_a_format_error_blocks_the_downstream_dataset(data_dir: Path, monkeypatc
     assert fmt.passed is False
     assert fmt.metadata["errors_unrecognized_role"].value == 1
     assert fmt.metadata["errors_example_missing_assistant_message"].value == 1
+    problems = [r.data["problem"] for r in fmt.metadata["problems"].records]
+    assert any("unrecognized_role" in p for p in problems) and any("missing_assistant_message" in p for p in problems)
     assert result.asset_materializations_for_node("huggingface_dataset") == []
