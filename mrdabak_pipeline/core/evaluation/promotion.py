@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 BASE, FINE_TUNED = "base", "fine_tuned"
+#: The gate's check names (`GateResult.name`).
+JSON_VALIDITY = "json_validity"
+NOT_WORSE_THAN_BASE = "exact_match_not_worse_than_base"
+RULE_VIOLATIONS = "rule_violations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ def check_json_validity(figures: Mapping[str, Any], t: GateThresholds) -> GateRe
     value, n = _value(figures, FINE_TUNED, t.source, "json_valid")
     passed = value is not None and n > 0 and value >= t.min_json_validity
     return GateResult(
-        "json_validity",
+        JSON_VALIDITY,
         passed,
         f"fine-tuned JSON validity {value if value is None else f'{value:.3f}'} (n={n}) "
         f"{'>=' if passed else 'is below'} {t.min_json_validity:.3f}",
@@ -62,14 +66,14 @@ def check_not_worse_than_base(figures: Mapping[str, Any], t: GateThresholds) -> 
     tuned, n_t = _value(figures, FINE_TUNED, t.source, "exact_match")
     if BASE not in figures:
         return GateResult(
-            "exact_match_not_worse_than_base", tuned is not None,
+            NOT_WORSE_THAN_BASE, tuned is not None,
             f"no baseline evaluated (base built from random weights); fine-tuned exact match {tuned} (n={n_t})",
             {"fine_tuned_exact_match": tuned, "base_exact_match": None, "tolerance": t.exact_match_tolerance},
         )
     base, n_b = _value(figures, BASE, t.source, "exact_match")
     passed = tuned is not None and base is not None and tuned >= base - t.exact_match_tolerance
     return GateResult(
-        "exact_match_not_worse_than_base",
+        NOT_WORSE_THAN_BASE,
         passed,
         f"exact match fine-tuned {tuned} (n={n_t}) vs base {base} (n={n_b}), tolerance {t.exact_match_tolerance}",
         {"fine_tuned_exact_match": tuned, "base_exact_match": base, "tolerance": t.exact_match_tolerance},
@@ -81,7 +85,7 @@ def check_rule_violations(figures: Mapping[str, Any], t: GateThresholds) -> Gate
     value, n = _value(figures, FINE_TUNED, t.source, "rule_violation_rate")
     passed = value is not None and n > 0 and value <= t.max_rule_violation_rate
     return GateResult(
-        "rule_violations",
+        RULE_VIOLATIONS,
         passed,
         f"fine-tuned rule violation rate {value} (n={n}), allowed at most {t.max_rule_violation_rate}",
         {"rule_violation_rate": value, "n": n, "threshold": t.max_rule_violation_rate},
@@ -89,6 +93,12 @@ def check_rule_violations(figures: Mapping[str, Any], t: GateThresholds) -> Gate
 
 
 GATE_CHECKS = (check_json_validity, check_not_worse_than_base, check_rule_violations)
+#: Check name (as in `GateResult.name`) -> check; the names the asset checks recompute by.
+_CHECKS_BY_NAME = {
+    JSON_VALIDITY: check_json_validity,
+    NOT_WORSE_THAN_BASE: check_not_worse_than_base,
+    RULE_VIOLATIONS: check_rule_violations,
+}
 
 
 def evaluate_gate(figures: Mapping[str, Any], thresholds: GateThresholds) -> list[GateResult]:
@@ -101,6 +111,49 @@ def gate_to_dict(results: list[GateResult], thresholds: GateThresholds) -> dict[
         "thresholds": asdict(thresholds),
         "passed": all(r.passed for r in results),
         "checks": [asdict(r) for r in results],
+    }
+
+
+def gate_record(figures: Mapping[str, Any], thresholds: GateThresholds) -> dict[str, Any]:
+    """The gate as stored in ``evaluation_report["gate"]``: thresholds, verdict and every check."""
+    return gate_to_dict(evaluate_gate(figures, thresholds), thresholds)
+
+
+# --- Re-reading a stored evaluation report ------------------------------------------------------
+#
+# The checks and `promoted_model` never trust the stored verdict: they recompute it from the stored
+# figures and thresholds, so a report edited or produced by an older gate cannot promote a model.
+
+
+class PromotionBlockedError(RuntimeError):
+    """The stored evaluation does not pass the gate: nothing is promoted."""
+
+    def __init__(self, failed: list[GateResult]) -> None:
+        self.failed = failed
+        super().__init__("promotion gate not passed: " + "; ".join(c.description for c in failed))
+
+
+def report_thresholds(report: Mapping[str, Any]) -> GateThresholds:
+    """The thresholds the report was evaluated with (``report["gate"]["thresholds"]``)."""
+    return GateThresholds(**report["gate"]["thresholds"])
+
+
+def recheck(report: Mapping[str, Any], name: str) -> GateResult:
+    """One gate check (by `GateResult.name`) recomputed on a stored report."""
+    check = _CHECKS_BY_NAME[name]
+    return check(report["metrics"], report_thresholds(report))
+
+
+def promotion_record(report: Mapping[str, Any], promoted_at: str) -> dict[str, Any]:
+    """What ``promoted.json`` holds for the report's model; raises `PromotionBlockedError` if it fails the gate."""
+    failed = [c for c in evaluate_gate(report["metrics"], report_thresholds(report)) if not c.passed]
+    if failed:
+        raise PromotionBlockedError(failed)
+    return {
+        **serving_instructions(report["fine_tuned_model"]),
+        "promoted_at": promoted_at,
+        "report": report["paths"]["markdown"],
+        "metrics": {k: v["value"] for k, v in report["metrics"][FINE_TUNED]["all"].items()},
     }
 
 

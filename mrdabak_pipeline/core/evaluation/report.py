@@ -58,12 +58,37 @@ def _cell(text: Any, limit: int = 160) -> str:
     return s.replace("|", "\\|") or " "
 
 
+def _summary_keys(figures: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The summary's metric rows: measured headline metrics, then per-field accuracy."""
+    return [k for k in HEADLINE if any(k in f for f in figures.values())] + [f"field_acc/{f}" for f in FIELD_NAMES]
+
+
+def summary_rows(results: Mapping[str, Any], source: str = "all") -> list[dict[str, Any]]:
+    """The summary as records: ``metric``, one value per model, ``delta`` (fine-tuned − base), ``n``.
+
+    Plain numbers (None when not measured), for a typed metadata table; `summary_table` is the
+    same summary formatted with intervals for the Markdown report.
+    """
+    models = list(results["metrics"])
+    figures = {m: results["metrics"][m].get(source, {}) for m in models}
+    rows = []
+    for k in _summary_keys(figures):
+        values = {m: (figures[m].get(k) or {}).get("value") for m in models}
+        base, tuned = values.get("base"), values.get("fine_tuned")
+        rows.append({
+            "metric": HEADLINE.get(k, k.replace("field_acc/", "accuracy: ")),
+            **values,
+            "delta": tuned - base if base is not None and tuned is not None else None,
+            "n": max(int((figures[m].get(k) or {}).get("n") or 0) for m in models),
+        })
+    return rows
+
+
 def summary_table(results: Mapping[str, Any], source: str = "all") -> str:
     """Metric | each model | Δ (fine-tuned − base) | n, as a Markdown table."""
     models = list(results["metrics"])
     figures = {m: results["metrics"][m].get(source, {}) for m in models}
-    keys = [k for k in HEADLINE if any(k in figures[m] for m in models)]
-    keys += [f"field_acc/{f}" for f in FIELD_NAMES]
+    keys = _summary_keys(figures)
     has_delta = "base" in models and "fine_tuned" in models
     head = ["metric", *models, *(["Δ"] if has_delta else []), "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

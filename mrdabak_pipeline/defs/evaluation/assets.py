@@ -12,16 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetExecutionContext,
-    Config,
-    Failure,
-    MetadataValue,
-    asset,
-    asset_check,
-)
+import dagster as dg
 from pydantic import Field
 
 from mrdabak_pipeline.core.datasets.chat_format import GOLDEN_PATH, load_golden
@@ -34,14 +25,15 @@ from mrdabak_pipeline.core.evaluation.generate import (
     with_constrained_twin,
 )
 from mrdabak_pipeline.core.evaluation.metrics import items_from_examples
-from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_table, write_report
+from mrdabak_pipeline.core.evaluation.report import headline_floats, summary_rows, write_report
 from mrdabak_pipeline.core.evaluation.runner import evaluate_models, load_split_examples
 from mrdabak_pipeline.core.prompts import check_prompt_id, parse_prompt_id
 from mrdabak_pipeline.core.runtime.files import atomic_write_bytes
+from mrdabak_pipeline.defs.metadata import table
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 
-class EvaluationConfig(Config):
+class EvaluationConfig(dg.Config):
     """How much to evaluate, how to generate, and the promotion gate's thresholds."""
 
     max_items: int = 60
@@ -83,17 +75,36 @@ def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Pat
     if config.golden_path:
         path = Path(config.golden_path)
         if not path.is_file():
-            raise Failure(description=f"configured golden_path {path} does not exist", allow_retries=False)
+            raise dg.Failure(description=f"configured golden_path {path} does not exist", allow_retries=False)
         return path
     own = data_paths.root_path / "golden" / "golden.jsonl"
     if own.is_file():
         return own
     if not GOLDEN_PATH.is_file():  # a broken install: package data missing from the wheel or image
-        raise Failure(description=f"the packaged golden set {GOLDEN_PATH} is missing", allow_retries=False)
+        raise dg.Failure(description=f"the packaged golden set {GOLDEN_PATH} is missing", allow_retries=False)
     return GOLDEN_PATH
 
 
-@asset(
+def _report_metadata(
+    results: dict[str, Any], gate: dict[str, Any], paths: dict[str, str], source: str, n_items: int, n_skipped: int
+) -> dict[str, Any]:
+    """Summary and gate as typed tables, every headline figure as a float (plotted over runs), files as paths."""
+    models = list(results["metrics"])
+    return {
+        "summary": table(summary_rows(results, source), ["metric", *models, "delta", "n"]),
+        "gate": table(gate["checks"], ["name", "passed", "description"]),
+        "gate_passed": dg.MetadataValue.bool(gate["passed"]),
+        "report": dg.MetadataValue.path(paths["markdown"]),
+        "report_json": dg.MetadataValue.path(paths["json"]),
+        "metrics_plot": dg.MetadataValue.path(paths["metrics_plot"]),
+        "field_plot": dg.MetadataValue.path(paths["field_plot"]),
+        "n_items": dg.MetadataValue.int(n_items),
+        "n_skipped": dg.MetadataValue.int(n_skipped),
+        **{k: dg.MetadataValue.float(v) for k, v in headline_floats(results, source).items()},
+    }
+
+
+@dg.asset(
     description="Base vs fine-tuned model on the validation split and the golden set: JSON validity, "
     "order-field accuracy, consistency, rules, chrF (+ optional LLM judge), throughput; Markdown/PNG/JSON report.",
     group_name="evaluation",
@@ -101,7 +112,7 @@ def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Pat
     pool="gpu",
 )
 def evaluation_report(
-    context: AssetExecutionContext,
+    context: dg.AssetExecutionContext,
     config: EvaluationConfig,
     data_paths: DataPathsResource,
     fine_tuned_model: dict,
@@ -145,25 +156,16 @@ def evaluation_report(
                               prompt_kinds=kinds, notes=notes)
 
     thresholds = promotion.GateThresholds(
-        config.min_json_validity, config.max_rule_violation_rate, config.exact_match_tolerance, config.gate_source
+        min_json_validity=config.min_json_validity,
+        max_rule_violation_rate=config.max_rule_violation_rate,
+        exact_match_tolerance=config.exact_match_tolerance,
+        source=config.gate_source,
     )
-    gate = promotion.gate_to_dict(promotion.evaluate_gate(results["metrics"], thresholds), thresholds)
+    gate = promotion.gate_record(results["metrics"], thresholds)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = data_paths.sub("reports") / "evaluation" / f"{stamp}_{context.run.run_id[:8]}"
     paths = write_report(results, out_dir, gate, config.worst_n)
-
-    context.add_output_metadata(
-        {
-            "summary": MetadataValue.md(summary_table(results, config.gate_source)),
-            "gate": MetadataValue.md("\n".join(f"- {'✅' if c['passed'] else '❌'} {c['description']}" for c in gate["checks"])),
-            "report": MetadataValue.path(paths["markdown"]),
-            "report_json": MetadataValue.path(paths["json"]),
-            "metrics_plot": MetadataValue.path(paths["metrics_plot"]),
-            "n_items": len(items),
-            "n_skipped": len(skipped),
-            **{k: MetadataValue.float(v) for k, v in headline_floats(results, config.gate_source).items()},
-        }
-    )
+    context.add_output_metadata(_report_metadata(results, gate, paths, config.gate_source, len(items), len(skipped)))
     return {
         "report_dir": str(out_dir),
         "paths": paths,
@@ -179,67 +181,53 @@ def evaluation_report(
     }
 
 
-def _thresholds(report: dict) -> promotion.GateThresholds:
-    return promotion.GateThresholds(**report["gate"]["thresholds"])
-
-
-def _check_result(result: promotion.GateResult) -> AssetCheckResult:
-    return AssetCheckResult(
+def _check_result(result: promotion.GateResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
         passed=result.passed,
-        severity=AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR,
         description=result.description,
         metadata={k: v for k, v in result.metadata.items() if v is not None},
     )
 
 
-@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned JSON validity >= min_json_validity.")
-def json_validity_gate(evaluation_report: dict) -> AssetCheckResult:
-    return _check_result(promotion.check_json_validity(evaluation_report["metrics"], _thresholds(evaluation_report)))
+@dg.asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned JSON validity >= min_json_validity.")
+def json_validity_gate(evaluation_report: dict) -> dg.AssetCheckResult:
+    return _check_result(promotion.recheck(evaluation_report, promotion.JSON_VALIDITY))
 
 
-@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned exact match is not below the base model's.")
-def exact_match_not_worse_than_base(evaluation_report: dict) -> AssetCheckResult:
-    return _check_result(promotion.check_not_worse_than_base(evaluation_report["metrics"], _thresholds(evaluation_report)))
+@dg.asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned exact match is not below the base model's.")
+def exact_match_not_worse_than_base(evaluation_report: dict) -> dg.AssetCheckResult:
+    return _check_result(promotion.recheck(evaluation_report, promotion.NOT_WORSE_THAN_BASE))
 
 
-@asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned rule violations (CHAMPAGNE_FEAST+SIMPLE) <= threshold.")
-def rule_violation_gate(evaluation_report: dict) -> AssetCheckResult:
-    return _check_result(promotion.check_rule_violations(evaluation_report["metrics"], _thresholds(evaluation_report)))
+@dg.asset_check(asset=evaluation_report, blocking=True, description="Fine-tuned rule violations (CHAMPAGNE_FEAST+SIMPLE) <= threshold.")
+def rule_violation_gate(evaluation_report: dict) -> dg.AssetCheckResult:
+    return _check_result(promotion.recheck(evaluation_report, promotion.RULE_VIOLATIONS))
 
 
-@asset(
+@dg.asset(
     description="What the production app should point to: the adapter + vLLM command line, or the cloud "
     "model id, with the app's voice.llm.* settings. Only materializes when the evaluation gate passes.",
     group_name="evaluation",
     kinds={"python", "json"},
 )
-def promoted_model(context: AssetExecutionContext, data_paths: DataPathsResource, evaluation_report: dict) -> dict:
-    checks = promotion.evaluate_gate(evaluation_report["metrics"], _thresholds(evaluation_report))
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        raise Failure(
-            description="promotion gate not passed: " + "; ".join(c.description for c in failed),
-            allow_retries=False,
-        )
-    serving = promotion.serving_instructions(evaluation_report["fine_tuned_model"])
-    value: dict[str, Any] = {
-        **serving,
-        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "report": evaluation_report["paths"]["markdown"],
-        "metrics": {k: v["value"] for k, v in evaluation_report["metrics"]["fine_tuned"]["all"].items()},
-    }
+def promoted_model(context: dg.AssetExecutionContext, data_paths: DataPathsResource, evaluation_report: dict) -> dict:
+    try:  # re-checked here too: a run may select this asset without the blocking checks
+        value = promotion.promotion_record(evaluation_report, datetime.now(UTC).isoformat(timespec="seconds"))
+    except promotion.PromotionBlockedError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     # What production reads: replaced whole (temp file + rename), never seen half-written.
     pointer = atomic_write_bytes(
         data_paths.sub("models") / "promoted.json", json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8")
     )
     context.add_output_metadata(
         {
-            "backend": serving["backend"],
-            "serve_command": MetadataValue.md(f"```\n{serving['serve_command']}\n```") if serving.get("serve_command") else "n/a",
-            "app_settings": MetadataValue.json(serving["app_settings"]),
-            "model": serving.get("model_id") or serving.get("model_path") or "",
-            "pointer": MetadataValue.path(str(pointer)),
-            "report": MetadataValue.path(evaluation_report["paths"]["markdown"]),
+            "backend": value["backend"],
+            "serve_command": dg.MetadataValue.text(value.get("serve_command") or "n/a"),
+            "app_settings": dg.MetadataValue.json(value["app_settings"]),
+            "model": value.get("model_id") or value.get("model_path") or "",
+            "pointer": dg.MetadataValue.path(str(pointer)),
+            "report": dg.MetadataValue.path(value["report"]),
         }
     )
     return value

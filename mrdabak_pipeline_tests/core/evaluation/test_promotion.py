@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 
 from mrdabak_pipeline.core.evaluation.promotion import (
+    JSON_VALIDITY,
+    NOT_WORSE_THAN_BASE,
+    RULE_VIOLATIONS,
     GateThresholds,
+    PromotionBlockedError,
     check_json_validity,
     check_not_worse_than_base,
     check_rule_violations,
     evaluate_gate,
+    gate_record,
     gate_to_dict,
+    promotion_record,
+    recheck,
+    report_thresholds,
     serving_instructions,
 )
 
@@ -100,3 +108,40 @@ def test_serving_a_full_model_and_cloud_models() -> None:
     assert azure["app_settings"]["voice.llm.model"] == "mrdabak-ft"
     with pytest.raises(ValueError):
         serving_instructions({"backend": "?"})
+
+
+def _report(figures: dict, thresholds: GateThresholds) -> dict:
+    """A stored evaluation_report value, as far as promotion reads it."""
+    return {
+        "metrics": figures,
+        "gate": gate_record(figures, thresholds),
+        "paths": {"markdown": "/r/report.md"},
+        "fine_tuned_model": {"backend": "openai", "model_id": "ft:gpt-4o-mini:x", "base_url": None, "prompt_id": "mrdabak-v2-short"},
+    }
+
+
+def test_a_passing_report_is_promoted_with_its_serving_settings() -> None:
+    record = promotion_record(_report(_figures(), GateThresholds()), "2026-12-01T15:00:00+00:00")
+    assert record["model_id"] == "ft:gpt-4o-mini:x" and record["report"] == "/r/report.md"
+    assert record["promoted_at"] == "2026-12-01T15:00:00+00:00" and record["prompt_id"] == "mrdabak-v2-short"
+    assert record["metrics"]["json_valid"] == 0.95 and record["app_settings"]["voice.llm.api-key"] == "${OPENAI_API_KEY}"
+
+
+def test_the_stored_verdict_is_never_trusted() -> None:
+    """A report whose stored gate says passed, but whose figures fail its thresholds, is not promoted."""
+    report = _report(_figures(ft_valid=0.5), GateThresholds())
+    report["gate"]["passed"] = True
+    with pytest.raises(PromotionBlockedError, match="promotion gate not passed: fine-tuned JSON validity 0.500") as blocked:
+        promotion_record(report, "now")
+    assert [c.name for c in blocked.value.failed] == [JSON_VALIDITY]
+    assert not recheck(report, JSON_VALIDITY).passed and recheck(report, RULE_VIOLATIONS).passed
+
+
+def test_recheck_uses_the_thresholds_the_report_was_made_with() -> None:
+    strict = _report(_figures(ft_valid=0.95), GateThresholds(min_json_validity=0.99, source="all"))
+    assert report_thresholds(strict) == GateThresholds(min_json_validity=0.99)
+    assert not recheck(strict, JSON_VALIDITY).passed
+    assert recheck(_report(_figures(ft_valid=0.95), GateThresholds()), JSON_VALIDITY).passed
+    assert recheck(strict, NOT_WORSE_THAN_BASE).name == NOT_WORSE_THAN_BASE
+    with pytest.raises(KeyError):
+        recheck(strict, "no_such_check")

@@ -15,6 +15,7 @@ from mrdabak_pipeline.core.evaluation.promotion import GateThresholds, evaluate_
 from mrdabak_pipeline.core.evaluation.report import (
     headline_floats,
     render_markdown,
+    summary_rows,
     summary_table,
     worst_examples,
     write_report,
@@ -152,3 +153,13 @@ def test_load_split_examples_from_disk_then_jsonl(tmp_path: Path) -> None:
     assert len(rows) == 4 and [s.example_id for s in skipped] == ["line 5", "line 6"]
     with pytest.raises(ValueError, match="no readable 'validation' split"):
         load_split_examples({"counts": {}})
+
+
+def test_summary_rows_are_the_summary_table_as_numbers(results: dict) -> None:
+    rows = summary_rows(results, "validation")
+    table_lines = summary_table(results, "validation").splitlines()[2:]
+    assert [r["metric"] for r in rows] == [line.split(" | ")[0].removeprefix("| ") for line in table_lines]
+    validity = rows[0]
+    assert validity["metric"] == "JSON validity" and validity["base"] == 0.0 and validity["fine_tuned"] == 1.0
+    assert validity["delta"] == 1.0 and isinstance(validity["n"], int) and validity["n"] > 0
+    assert all(r["delta"] is None for r in rows if r["base"] is None or r["fine_tuned"] is None)

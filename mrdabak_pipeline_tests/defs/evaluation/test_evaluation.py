@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import torch
 from dagster import asset, materialize
@@ -159,7 +160,19 @@ def test_good_cloud_model_passes_the_gate_and_is_promoted(data_root: Path, monke
 
     mat = result.asset_materializations_for_node("evaluation_report")[0]
     assert mat.metadata["fine_tuned/json_valid"].value == 1.0 and mat.metadata["base/exact_match"].value == 0.0
-    assert "| JSON validity |" in mat.metadata["summary"].value
+    summary = mat.metadata["summary"]
+    assert isinstance(summary, dg.TableMetadataValue)
+    assert list(report["models"]) == ["base", "fine_tuned", "fine_tuned_constrained"]
+    assert [(c.name, c.type) for c in summary.schema.columns] == [
+        ("metric", "string"), ("base", "float"), ("fine_tuned", "float"), ("fine_tuned_constrained", "float"),
+        ("delta", "float"), ("n", "int"),
+    ]
+    validity = next(r.data for r in summary.records if r.data["metric"] == "JSON validity")
+    assert validity["fine_tuned"] == 1.0 and validity["base"] == 0.0 and validity["delta"] == 1.0 and validity["n"] == 12
+    gate = mat.metadata["gate"]
+    assert isinstance(gate, dg.TableMetadataValue) and [c.name for c in gate.schema.columns] == ["name", "passed", "description"]
+    assert [r.data["passed"] for r in gate.records] == [True, True, True] and mat.metadata["gate_passed"].value is True
+    assert isinstance(mat.metadata["n_items"], dg.IntMetadataValue) and mat.metadata["n_items"].value == 12
 
     promoted = result.output_for_node("promoted_model")
     assert promoted["model_id"] == "ft:gpt-4o-mini:mrdabak:1"
