@@ -27,8 +27,9 @@ from sqlalchemy import create_engine, text
 TIERS = ("unit", "integration", "e2e")
 #: Path prefixes (relative to this folder, "/"-separated) -> default tier; first match wins,
 #: anything unmatched is integration.
+UNIT_ROOT = "core/"  # the only folder that holds unit tests
 _TIER_BY_PATH = (
-    ("core/", "unit"),
+    (UNIT_ROOT, "unit"),
     ("test_end_to_end.py", "e2e"),
     ("test_retrain_loop.py", "e2e"),
     ("test_ui_e2e.py", "e2e"),
@@ -37,13 +38,26 @@ _TIER_BY_PATH = (
 _HERE = Path(__file__).parent
 
 
+def _relative(path: Path) -> str:
+    return path.relative_to(_HERE).as_posix() if path.is_relative_to(_HERE) else ""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m unit`` does not import the test modules outside ``core/`` (Dagster's definitions alone
+    take ~6 s of CPU): unit tests live only there, which `pytest_collection_modifyitems` enforces."""
+    if config.getoption("markexpr", "") != "unit" or collection_path == _HERE:
+        return None
+    relative = _relative(collection_path)
+    return True if relative and not (relative + "/").startswith(UNIT_ROOT) else None
+
+
 def _tier(item: pytest.Item) -> str:
     """The tier of a test that carries no tier marker: ``slow``, ``postgres``, then its path."""
     if item.get_closest_marker("slow") is not None:
         return "e2e"
     if item.get_closest_marker("postgres") is not None:
         return "integration"
-    relative = item.path.relative_to(_HERE).as_posix() if item.path.is_relative_to(_HERE) else ""
+    relative = _relative(item.path)
     return next((tier for prefix, tier in _TIER_BY_PATH if relative.startswith(prefix)), "integration")
 
 
@@ -56,8 +70,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tiers.add("e2e")
         if len(tiers) > 1:
             raise pytest.UsageError(f"{item.nodeid} is in more than one test tier: {sorted(tiers)}")
-        if not tiers:
-            item.add_marker(_tier(item))
+        tier = tiers.pop() if tiers else _tier(item)
+        if tier == "unit" and not _relative(item.path).startswith(UNIT_ROOT):
+            raise pytest.UsageError(f"{item.nodeid}: unit tests live under {UNIT_ROOT} (see pytest_ignore_collect)")
+        if not item.get_closest_marker(tier):
+            item.add_marker(tier)
 
 
 PG_ADMIN_URL = os.environ.get("MRDABAK_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

@@ -62,7 +62,6 @@ def test_smoke_figure_4_refresh_through_dagster(bench_cache: Path, tmp_path: Pat
         assert row["figure"].startswith("4 nightly refresh") and row["value"] > 0 and row["baseline"] > 0
 
 
-@pytest.mark.unit
 def test_result_rows_and_table() -> None:
     r = Result.measured("x", 6.0, "s", 2.0, "ratio <= 4", lambda v, ratio: ratio <= 4)
     assert (r.ratio, r.met) == (3.0, True)

@@ -97,7 +97,7 @@ def test_output_is_deterministic_and_high_water_mark_is_the_newest_session() -> 
     assert a.high_water_mark == start + timedelta(hours=29)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(min_size=1, max_size=40), st.floats(0.0, 0.95), st.floats(0.0, 0.95))
 def test_split_is_a_pure_function_of_the_id_and_monotone_in_the_fraction(sid: str, f1: float, f2: float) -> None:
     low, high = sorted((f1, f2))

@@ -63,7 +63,7 @@ def _both_ways(sessions: list[Session], target: str, prompt: str) -> tuple[tuple
     return (got, chunked.counts() | {"skipped": chunked.skipped}), (expected, serial.counts() | {"skipped": serial.skipped})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_sessions(), st.sampled_from(["json", "text"]), st.sampled_from(["short", "full"]))
 def test_table_lines_are_the_per_session_lines_byte_for_byte(sessions: list[Session], target: str, prompt: str) -> None:
     got, expected = _both_ways(sessions, target, prompt)
@@ -80,7 +80,7 @@ def test_real_sessions_give_the_same_files_and_skips() -> None:
         assert counts["duplicates_dropped"] == 1 and counts["skipped"] == [("lonely", "no assistant turn")]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.one_of(st.none(), _TEXT), max_size=8), st.integers(0, 3))
 def test_escape_json_is_orjson_inside_the_quotes(texts: list[str | None], start: int) -> None:
     values = pa.array(["pad"] * start + texts, pa.string()).slice(start)  # a sliced array too
@@ -88,7 +88,7 @@ def test_escape_json_is_orjson_inside_the_quotes(texts: list[str | None], start:
     assert chat_lines.escape_json(values).to_pylist() == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(st.lists(_STATE, max_size=6))
 def test_state_json_is_orjson_of_the_set_keys(states: list[dict | None]) -> None:
     column = pa.array(states, ORDER_STATE_TYPE)

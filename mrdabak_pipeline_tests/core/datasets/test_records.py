@@ -57,7 +57,7 @@ _session = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_session, max_size=8), st.data())
 def test_roundtrip_matches_the_reference_conversion(sessions: list[Session], data: Any) -> None:
     # share some state dicts between turns, as cleaning does

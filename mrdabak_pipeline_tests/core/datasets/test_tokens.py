@@ -186,7 +186,7 @@ _korean_chat_text = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_korean_chat_text, max_size=30), st.integers(1, 3))
 def test_token_counter_counts_exactly_like_tiktoken(texts: list[str], threads: int) -> None:
     for name in ("o200k_base", "cl100k_base"):

@@ -215,7 +215,7 @@ _messy_example = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_messy_example, min_size=1, max_size=12))
 def test_any_parsed_json_is_checked_without_crashing_and_counted_like_the_cookbook(examples: list) -> None:
     """Broken shapes (unhashable roles, non-dict messages, missing keys) get named errors, never an
@@ -241,7 +241,7 @@ _file_line = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_file_line, max_size=14), st.sampled_from([b"\n", b"\r\n"]), st.booleans(), st.integers(40, 400))
 def test_the_column_wise_file_check_reports_exactly_what_the_line_by_line_check_does(
     tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], newline: bytes, trailing: bool, block: int

@@ -157,7 +157,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.text(max_size=4), _JSON, max_size=4), st.sampled_from([True, False]))
 def test_reply_is_closed_exactly_when_the_whole_object_is_there(obj: dict, ascii_only: bool) -> None:
     text = json.dumps(obj, ensure_ascii=ascii_only)

@@ -60,7 +60,7 @@ _json_value = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_json_value)
 def test_json_line_is_byte_for_byte_what_json_dumps_writes(value: object) -> None:
     """orjson does the work, but the on-disk form stays the standard library's (dataset hashes)."""
