@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 import psutil
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.tags import GRPC_INFO_TAG
+
+from mrdabak_pipeline.defs.compat import GRPC_INFO_TAG, CheckRunHealthResult, WorkerStatus
 
 #: The message prefix of the run worker's own engine event (dagster/_cli/api.py, _grpc/impl.py).
 STARTED_PROCESS_PREFIX = "Started process for run"

@@ -66,8 +66,6 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from dagster._utils.error import SerializableErrorInfo
 
 from mrdabak_pipeline.core.ingest.db import session_span_since
 from mrdabak_pipeline.core.runtime.alerts import ALERT_WEBHOOK_ENV, failure_alert, post_webhook
@@ -78,6 +76,11 @@ from mrdabak_pipeline.core.training.retrain_policy import (
     latest_high_water_mark,
     min_new_sessions_from_env,
     parse_high_water_mark,
+)
+from mrdabak_pipeline.defs.compat import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    SerializableErrorInfo,
 )
 from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource

@@ -7,10 +7,10 @@ from datetime import date
 import dagster as dg
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mrdabak_pipeline.core.ingest.db import make_engine
 from mrdabak_pipeline.core.ingest.seed import seed_database
+from mrdabak_pipeline.defs.compat import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from mrdabak_pipeline.defs.ingestion.assets import RAW_PREVIEW_COLUMNS, raw_conversation_logs
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
