@@ -2,10 +2,11 @@
 
 The app parses ``{"message": ..., "orderState": {...}}`` with `domain.parse_assistant_reply`; this
 schema says the same thing in a form a decoder can enforce: token masks for a local model
-(`core.evaluation.constrained`) or ``response_format`` for an OpenAI-compatible endpoint. Enums
-come from `DinnerType` / `ServingStyle`, the keys from `ORDER_FIELDS`, the missing-field names from
-`REQUIRED_ORDER_FIELDS`, the date/time patterns from the domain's own validators, so a new dish or
-field changes the schema without anyone editing it (`_FIELD_SCHEMAS` must cover every field).
+(`core.evaluation.constrained`) or ``response_format`` for an OpenAI-compatible endpoint. Each
+field's schema is pydantic's own for `domain.OrderState` (types, enums, quantity range, date/time
+patterns, the missing-field names), minus the null branch and the annotations, so a new dish or
+field changes the schema without anyone editing it. Only decoding bounds that are no part of the
+domain (message/address lengths, needsMoreInfo's length) are added here.
 
 Two variants:
 
@@ -23,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mrdabak_pipeline.core import domain
-from mrdabak_pipeline.core.domain import ORDER_FIELDS, REQUIRED_ORDER_FIELDS, DinnerType, ServingStyle
+from mrdabak_pipeline.core.domain import ORDER_FIELDS, REQUIRED_ORDER_FIELDS, OrderState
 
 #: The name under which the schema is sent in ``response_format`` (shown in API errors).
 SCHEMA_NAME = "mrdabak_reply"
@@ -32,37 +32,33 @@ SCHEMA_NAME = "mrdabak_reply"
 #: address, small enough that a rambling model still closes its JSON within ~1k tokens.
 MAX_MESSAGE_CHARS = 400
 MAX_ADDRESS_CHARS = 200
-#: `domain.normalize_order_state` accepts quantities in this range (see `domain._quantity`).
-MIN_QUANTITY, MAX_QUANTITY = 1, 100
 #: Value bounds left out of the strict (endpoint) variant; see the module docstring.
 BOUND_KEYWORDS = frozenset({"pattern", "format", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems"})
+#: The keywords kept from pydantic's schema (in this order); titles, defaults and descriptions go.
+_KEYWORDS = ("type", "enum", "pattern", "minimum", "maximum", "items")
 
-# The domain's validators are the authority on the date/time spelling. Its time pattern is used
-# as is; its date pattern (any YYYY-MM-DD digits, then a calendar check in code) is narrowed to
-# real months and days, as close as a regex gets: only impossible days such as 02-30 still pass
-# the schema and are left to the parser. (test_reply_schema holds both to the domain's parser.)
-_TIME_PATTERN = domain._TIME_RE.pattern
-_DATE_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+
+def _core(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without its null branch, ``$ref`` or annotations."""
+    branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+    if len(branches) != 1:
+        raise AssertionError(f"unexpected order-state field schema: {schema}")
+    branch = branches[0]
+    if "$ref" in branch:
+        branch = defs[branch["$ref"].rsplit("/", 1)[-1]]
+    out = {k: branch[k] for k in _KEYWORDS if k in branch}
+    if "items" in out:
+        out["items"] = _core(out["items"], defs)
+    return out
 
 
 def _field_schemas(max_address_chars: int | None) -> dict[str, dict[str, Any]]:
-    address: dict[str, Any] = {"type": "string"}
+    model = OrderState.model_json_schema()
+    fields = {name: _core(prop, model.get("$defs", {})) for name, prop in model["properties"].items()}
     if max_address_chars:
-        address |= {"minLength": 1, "maxLength": max_address_chars}
-    return {
-        "dinnerType": {"type": "string", "enum": [d.value for d in DinnerType]},
-        "servingStyle": {"type": "string", "enum": [s.value for s in ServingStyle]},
-        "quantity": {"type": "integer", "minimum": MIN_QUANTITY, "maximum": MAX_QUANTITY},
-        "deliveryDate": {"type": "string", "pattern": _DATE_PATTERN},
-        "deliveryTime": {"type": "string", "pattern": _TIME_PATTERN},
-        "deliveryAddress": address,
-        "readyForConfirmation": {"type": "boolean"},
-        "needsMoreInfo": {
-            "type": "array",
-            "items": {"type": "string", "enum": list(REQUIRED_ORDER_FIELDS)},
-            "maxItems": len(REQUIRED_ORDER_FIELDS),
-        },
-    }
+        fields["deliveryAddress"] |= {"minLength": 1, "maxLength": max_address_chars}
+    fields["needsMoreInfo"]["maxItems"] = len(REQUIRED_ORDER_FIELDS)  # no repeats in the canonical list
+    return fields
 
 
 def _nullable_unbounded(schema: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +78,6 @@ def reply_json_schema(
 ) -> dict[str, Any]:
     """The reply's JSON schema (see the module docstring for the two variants)."""
     fields = _field_schemas(None if strict else max_address_chars)
-    if set(fields) != set(ORDER_FIELDS):  # a field added to the domain needs its schema here
-        raise AssertionError(f"reply schema out of date: {sorted(set(ORDER_FIELDS) ^ set(fields))}")
     message: dict[str, Any] = {"type": "string"}
     if strict:
         props = {k: _nullable_unbounded(fields[k]) for k in ORDER_FIELDS}

@@ -272,6 +272,9 @@ class ItemScore:
     prediction: str
     valid_json: bool
     error: str | None = None
+    #: Why the app could not use the reply, machine-readable (`OrderStateError.reason`:
+    #: ``malformed_json``, ``not_a_reply``, ``unknown_keys``, ``invalid_<field>``); None when it could.
+    error_reason: str | None = None
     message: str = ""
     state: dict[str, Any] | None = None
     field_correct: dict[str, bool] = field(default_factory=dict)
@@ -301,7 +304,7 @@ def score_reply(item: EvalItem, prediction: str) -> ItemScore:
     try:
         message, state = parse_assistant_reply(prediction)
     except OrderStateError as exc:
-        score.error = str(exc)
+        score.error, score.error_reason = str(exc), exc.reason
         score.nmi_fn = len(ref["needsMoreInfo"])
         score.field_correct = dict.fromkeys(FIELD_NAMES, False)
         return score

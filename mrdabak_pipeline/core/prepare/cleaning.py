@@ -13,7 +13,6 @@ Pure Python over Arrow input: no Dagster.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -26,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mrdabak_pipeline.core.domain import (
-    ORDER_FIELDS,
     REQUIRED_ORDER_FIELDS,
     DinnerType,
     OrderStateError,
@@ -123,19 +121,6 @@ def normalize_role(role: str | None) -> str | None:
     if role is None:
         return None
     return ROLE_ALIASES.get(role.strip().lower())
-
-
-def state_drop_reason(error: OrderStateError) -> str:
-    """A machine-readable reason from `normalize_order_state`'s message ('malformed_json', 'invalid_quantity')."""
-    msg = str(error)
-    if msg.startswith("malformed JSON"):
-        return "malformed_json"
-    if msg.startswith("expected a JSON object"):
-        return "not_an_object"
-    if msg.startswith("unknown keys"):
-        return "unknown_keys"
-    head = msg.split(":", 1)[0].strip()
-    return f"invalid_{head}" if head.isidentifier() else "invalid_value"
 
 
 # --- Scenario tags (what the data-quality checklist counts) ------------------------------------
@@ -414,12 +399,7 @@ def _clean_partition(raw: pa.Table, config: CleaningConfig) -> CleaningResult:
     texts, text_code = _distinct(column("content"))
     texts = [normalize_text(t) for t in texts]
     state_texts, state_code = _distinct(column("order_state"))
-    state_cache: _StateCache = {}
-    field_cache: _FieldCache = {}
-    states = []
-    for text in state_texts:
-        state, error = _parse_state(text, state_cache, field_cache)
-        states.append((state, error, state_drop_reason(error) if error is not None else "", str(error) if error is not None else ""))
+    states = [_parse_state(text) for text in state_texts]  # distinct texts: each parsed once
     created = _timestamps(column("message_created_at"))
     mids: list[int | None] = mid_arr.to_pylist()
 
@@ -521,70 +501,13 @@ def _clean_partition(raw: pa.Table, config: CleaningConfig) -> CleaningResult:
     return result
 
 
-_StateCache = dict[str, tuple[dict[str, Any] | None, OrderStateError | None]]
-#: (key, value type, value) -> the normalized single-key state, or the error for that key.
-_FieldCache = dict[tuple[str, type, Any], tuple[dict[str, Any] | None, OrderStateError | None]]
-_STATE_KEYS = frozenset(ORDER_FIELDS)
-_SCALARS = (str, int, float, bool)
-
-
-def _normalize_state(raw: str, fields: _FieldCache) -> dict[str, Any] | None:
-    """`normalize_order_state` for a JSON string, with each (key, value) normalized once.
-
-    State strings are mostly distinct (dates, addresses), but their field values repeat: the
-    same deliveryDate is validated once, not per turn. Keys are independent in
-    `normalize_order_state`, so the result is the union of single-key results; anything unusual
-    (not an object, unknown keys, nested values) and every error goes to `normalize_order_state`
-    itself, which returns or raises exactly what it always does.
-    """
+def _parse_state(text: str) -> tuple[dict[str, Any] | None, OrderStateError | None, str, str]:
+    """(state, error, drop reason, detail) for one order_state text; the reason is the error's
+    structured `OrderStateError.reason` (``malformed_json``, ``invalid_quantity``, ...)."""
     try:
-        obj = json.loads(raw)
-    except ValueError:
-        return normalize_order_state(raw)
-    if type(obj) is not dict or not obj.keys() <= _STATE_KEYS:
-        return normalize_order_state(raw)
-    out: dict[str, Any] = {}
-    for key in ORDER_FIELDS:
-        value = obj.get(key)
-        if value is None:
-            continue
-        vtype = type(value)
-        if vtype is list and all(type(v) is str for v in value):
-            memo = (key, vtype, tuple(value))
-        elif vtype in _SCALARS:
-            memo = (key, vtype, value)
-        else:
-            return normalize_order_state(raw)
-        hit = fields.get(memo)
-        if hit is None:
-            try:
-                hit = (normalize_order_state({key: value}), None)
-            except OrderStateError as exc:
-                hit = (None, exc)
-            fields[memo] = hit
-        single, error = hit
-        if error is not None:
-            return normalize_order_state(raw)  # raises the same error, with its precedence
-        if single:
-            out[key] = list(single[key]) if vtype is list else single[key]
-    return out
-
-
-def _parse_state(
-    raw: str | None, cache: _StateCache, fields: _FieldCache | None = None
-) -> tuple[dict[str, Any] | None, OrderStateError | None]:
-    """`normalize_order_state`, memoized per partition: the same state string recurs across turns
-    and sessions (every greeting carries the same empty state). The dicts are shared, never mutated."""
-    if raw is None:
-        return None, None
-    hit = cache.get(raw)
-    if hit is None:
-        try:
-            hit = (_normalize_state(raw, fields if fields is not None else {}), None)
-        except OrderStateError as exc:
-            hit = (None, exc)
-        cache[raw] = hit
-    return hit
+        return normalize_order_state(text), None, "", ""
+    except OrderStateError as exc:
+        return None, exc, exc.reason, str(exc)
 
 
 # --- The guide's data-quality checklist -------------------------------------------------------

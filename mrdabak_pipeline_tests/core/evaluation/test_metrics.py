@@ -107,21 +107,23 @@ def test_equivalent_spellings_still_match() -> None:
 @pytest.mark.parametrize(
     "reply,reason",
     [
-        ('{"message": "네", "orderState": {', "not JSON"),
-        ("발렌타인 디너 맞으시죠?", "not JSON"),
-        ('```json\n{"message": "네", "orderState": {}}\n```', "not JSON"),
-        ('{"message": "네", "orderState": {"dinnerType": "PIZZA"}}', "unknown value"),
-        ('{"message": "네", "orderState": {"servingStyle": "SUPER"}}', "unknown value"),
-        ('{"message": "네", "orderState": {}, "extra": 1}', "exactly"),
-        ('{"message": 3, "orderState": {}}', "message"),
-        ('{"message": "네", "orderState": {"colour": "red"}}', "unknown keys"),
-        ('{"message": "네", "orderState": {"quantity": 0}}', "out of range"),
+        ('{"message": "네", "orderState": {', "malformed_json"),
+        ("발렌타인 디너 맞으시죠?", "malformed_json"),
+        ('```json\n{"message": "네", "orderState": {}}\n```', "malformed_json"),
+        ('{"message": "네", "orderState": {"dinnerType": "PIZZA"}}', "invalid_dinnerType"),
+        ('{"message": "네", "orderState": {"servingStyle": "SUPER"}}', "invalid_servingStyle"),
+        ('{"message": "네", "orderState": {}, "extra": 1}', "not_a_reply"),
+        ('{"message": 3, "orderState": {}}', "invalid_message"),
+        ('{"message": "네", "orderState": {"colour": "red"}}', "unknown_keys"),
+        ('{"message": "네", "orderState": {"quantity": 0}}', "invalid_quantity"),
+        ('{"message": "네", "orderState": {"quantity": true}}', "invalid_quantity"),
+        ('{"message": "네", "orderState": []}', "not_an_object"),
     ],
 )
 def test_unusable_replies_are_invalid_and_wrong_everywhere(reply: str, reason: str) -> None:
     it = _item(PARTIAL)
     s = score_reply(it, reply)
-    assert not s.valid_json and reason in (s.error or "")
+    assert not s.valid_json and s.error_reason == reason and s.error
     assert not any(s.field_correct.values()) and not s.exact_match and not s.ready_correct
     assert s.nmi_fn == 3 and s.chrf == 0.0
 

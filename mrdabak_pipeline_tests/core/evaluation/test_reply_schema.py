@@ -6,6 +6,7 @@ tokenizer that can spell every string (so acceptance depends on the grammar, not
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -14,8 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.domain import (
+    DATE_PATTERN,
+    MAX_QUANTITY,
+    MIN_QUANTITY,
     ORDER_FIELDS,
     REQUIRED_ORDER_FIELDS,
+    TIME_PATTERN,
     DinnerType,
     OrderStateError,
     ServingStyle,
@@ -65,6 +70,15 @@ def test_schema_is_derived_from_the_domain() -> None:
     assert props["needsMoreInfo"]["items"]["enum"] == list(REQUIRED_ORDER_FIELDS)
 
 
+def test_field_schemas_are_the_models_own() -> None:
+    """Ranges and patterns come from `OrderState` (no second copy here), ASCII digits only."""
+    props = reply_json_schema()["properties"]["orderState"]["properties"]
+    assert (props["quantity"]["minimum"], props["quantity"]["maximum"]) == (MIN_QUANTITY, MAX_QUANTITY)
+    assert (props["deliveryDate"]["pattern"], props["deliveryTime"]["pattern"]) == (DATE_PATTERN, TIME_PATTERN)
+    assert "\\d" not in json.dumps(reply_json_schema()) and "title" not in json.dumps(reply_json_schema())
+    assert strict_schema_errors(reply_json_schema(strict=True)) == []
+
+
 def test_strict_variant_is_what_the_api_accepts() -> None:
     fmt = response_format()
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
@@ -96,8 +110,6 @@ TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40)
 #: Without raw control characters: the grammar (llguidance's JSON strings) never lets a model write
 #: DEL or C1 controls unescaped, which is fine for a spoken reply (\n, \t, quotes: see above).
 PRINTABLE = st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
-# ASCII digits: the domain's ``\d`` patterns also take other scripts' digits (``"00:0٠"``), which
-# the grammar rightly never writes, so a canonical reply here means an ASCII one.
 RAW_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "dinnerType": st.sampled_from([*DinnerType, "valentine", "SOUP", ""]),
     "servingStyle": st.sampled_from([*ServingStyle, "deluxe", "BIG"]),
@@ -120,7 +132,7 @@ def test_what_the_grammar_allows_the_app_parses_unchanged(ll_tok: Any, message: 
         try:
             parsed_message, state = parse_assistant_reply(text)
         except OrderStateError as exc:  # a regex cannot know month lengths: 02-30 is the parser's to refuse
-            assert "not a calendar date" in str(exc), exc
+            assert [(i.field, i.kind) for i in exc.issues] == [("deliveryDate", "calendar_date")], exc
             return
         assert parsed_message == message
         # Enums, numbers, flags, dates and times are only allowed in their canonical spelling (the

@@ -194,10 +194,9 @@ _state_obj = st.dictionaries(st.sampled_from([*READY.keys(), "extra"]), st.one_o
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_state_obj.map(lambda d: json.dumps(d, ensure_ascii=False)), st.text(max_size=12)), min_size=1, max_size=6))
 def test_order_states_parse_exactly_as_normalize_order_state(states: list[str]) -> None:
-    """The per-field memoized parse in cleaning gives what `normalize_order_state` gives, or drops
-    the state with the reason its error names."""
-    from mrdabak_pipeline.core.domain import OrderStateError, normalize_order_state
-    from mrdabak_pipeline.core.prepare.cleaning import state_drop_reason
+    """Cleaning keeps what `normalize_order_state` gives, or drops the state with the reason its
+    structured error names (the stable counter names: malformed_json, unknown_keys, invalid_<field>)."""
+    from mrdabak_pipeline.core.domain import ORDER_FIELDS, OrderStateError, normalize_order_state
 
     rows = [msg("s", 1, "user", "안녕하세요")]
     rows += [msg("s", 2 + i, "assistant", f"네 {i}", state) for i, state in enumerate(states)]
@@ -209,7 +208,8 @@ def test_order_states_parse_exactly_as_normalize_order_state(states: list[str]) 
         try:
             expected = normalize_order_state(text)
         except OrderStateError as exc:
-            assert turn.order_state is None and drops[turn.message_id].reason == state_drop_reason(exc)
+            assert turn.order_state is None and drops[turn.message_id].reason == exc.reason
+            assert exc.reason in {"malformed_json", "not_an_object", "unknown_keys", *(f"invalid_{f}" for f in ORDER_FIELDS)}
             assert drops[turn.message_id].detail == str(exc)
         else:
             assert turn.order_state == expected and repr(turn.order_state) == repr(expected)
