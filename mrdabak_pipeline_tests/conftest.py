@@ -3,10 +3,12 @@
 Every test gets exactly one tier marker, so ``pytest -m unit|integration|e2e`` (``make test-unit``
 etc.) selects a tier and ``make test`` still runs them all:
 
-* ``unit``: the pure core (``core/``): no Dagster run, server, subprocess, worker pool or training.
-  The whole tier must stay under a minute.
+* ``unit``: the pure core (``core/``): no Dagster run, HTTP server, subprocess, worker pool or
+  torch model. The whole tier must stay under a minute (``make test-unit``).
 * ``integration``: Dagster materializations (``defs/``), the CLI, PostgreSQL, worker processes,
-  tiny-model training in process, wheel builds: everything that is neither of the others.
+  the local fake OpenAI server, a tiny torch model generating or training in process, wheel
+  builds: everything that is neither of the others. Tests in ``core/`` that do one of these
+  carry ``@pytest.mark.integration``.
 * ``e2e``: whole chains: Pipes training subprocesses, the UI in Chromium, the retrain loop, the
   bench smoke run, real pretrained models.
 

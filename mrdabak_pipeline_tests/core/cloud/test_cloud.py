@@ -217,6 +217,7 @@ def test_missing_key_is_a_clear_error() -> None:
         make_sdk_client("azure", api_key="", azure_endpoint="https://x")
 
 
+@pytest.mark.integration
 def test_happy_path_streams_each_event_once_and_collects_results(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     client = client_for(server)
@@ -238,6 +239,7 @@ def test_happy_path_streams_each_event_once_and_collects_results(server: FakeOpe
     assert job_meta["mrdabak_fingerprint"] == handle.fingerprint and job_meta["mrdabak_run_id"] == "r1"
 
 
+@pytest.mark.integration
 def test_same_data_and_hyperparameters_attach_instead_of_paying_twice(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     client = client_for(server)
@@ -253,6 +255,7 @@ def test_same_data_and_hyperparameters_attach_instead_of_paying_twice(server: Fa
     assert server.state.jobs_created == 2 and server.state.uploads == 2
 
 
+@pytest.mark.integration
 def test_failed_or_cancelled_jobs_are_not_reused(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     client = client_for(server)
@@ -263,6 +266,7 @@ def test_failed_or_cancelled_jobs_are_not_reused(server: FakeOpenAIServer, tmp_p
     assert not second.attached and server.state.jobs_created == 2
 
 
+@pytest.mark.integration
 def test_backend_without_metadata_matches_on_files_and_hyperparameters(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     client = client_for(server)
@@ -276,6 +280,7 @@ def test_backend_without_metadata_matches_on_files_and_hyperparameters(server: F
     assert not different.attached
 
 
+@pytest.mark.integration
 def test_failed_job_raises_with_code_and_message(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     server.state.script_next_job("validating_files", "failed", error_code="invalid_training_file",
@@ -288,6 +293,7 @@ def test_failed_job_raises_with_code_and_message(server: FakeOpenAIServer, tmp_p
     assert err.value.code == "invalid_training_file" and err.value.status == "failed"
 
 
+@pytest.mark.integration
 def test_rate_limits_and_server_errors_are_retried(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     client = client_for(server)
@@ -304,6 +310,7 @@ def test_rate_limits_and_server_errors_are_retried(server: FakeOpenAIServer, tmp
     assert len(posts) == 3  # 2 x 500, then created exactly once
 
 
+@pytest.mark.integration
 def test_follow_survives_a_server_restart_and_unknown_statuses(server: FakeOpenAIServer, tmp_path: Path) -> None:
     train, valid = write_dataset(tmp_path)
     server.state.script_next_job("validating_files", "queued", "paused_for_review", "running", "running", "succeeded")
@@ -324,6 +331,7 @@ def test_follow_survives_a_server_restart_and_unknown_statuses(server: FakeOpenA
     assert server.state.jobs_created == 1
 
 
+@pytest.mark.integration
 def test_azure_client_and_arm_deployment(tmp_path: Path) -> None:
     state = FakeState(api_key=KEY, arm_token="arm-token-xyz", result_base64=False)
     with serve(state) as srv:

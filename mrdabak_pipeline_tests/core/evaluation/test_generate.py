@@ -41,6 +41,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "adapter": adapter}
 
 
+@pytest.mark.integration
 def test_batched_left_padded_generation_equals_one_by_one(tiny: dict[str, Path]) -> None:
     gen = LocalHFGenerator(str(tiny["base"]), batch_size=3, max_new_tokens=12)
     batched = gen.generate(PROMPTS, mode="batched")
@@ -56,6 +57,7 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny: dict[str, Path])
     assert sequential.stats()["mode"] == "sequential"
 
 
+@pytest.mark.integration
 def test_adapter_loads_on_its_base_and_changes_outputs(tiny: dict[str, Path]) -> None:
     base = LocalHFGenerator(str(tiny["base"]), max_new_tokens=10).generate(PROMPTS[:2])
     # No base path given: it is read from adapter_config.json.
@@ -63,6 +65,7 @@ def test_adapter_loads_on_its_base_and_changes_outputs(tiny: dict[str, Path]) ->
     assert tuned.texts != base.texts and tuned.backend == "local"
 
 
+@pytest.mark.integration
 def test_generators_for_local_value(tiny: dict[str, Path]) -> None:
     value = {
         "backend": "local",
@@ -87,6 +90,7 @@ def test_base_runs_the_full_prompt_and_the_fine_tuned_model_its_own() -> None:
     assert prompt_kinds_for({})["fine_tuned"] == "full"  # unversioned: the old full prompt
 
 
+@pytest.mark.integration
 def test_constrained_twin_is_the_same_model_decoded_inside_the_schema(tiny: dict[str, Path]) -> None:
     value = {"backend": "local", "base_model": "tiny", "base_model_path": str(tiny["base"]),
              "model_path": str(tiny["adapter"]), "is_adapter": True}
@@ -96,6 +100,7 @@ def test_constrained_twin_is_the_same_model_decoded_inside_the_schema(tiny: dict
     assert twin.name == plain.name + "+schema"
 
 
+@pytest.mark.integration
 def test_long_prompt_is_truncated_from_the_left_not_crashing(tiny: dict[str, Path]) -> None:
     gen = LocalHFGenerator(str(tiny["base"]), max_new_tokens=4)
     gen._load()
@@ -113,6 +118,7 @@ def test_missing_local_model_is_a_clear_error(tmp_path: Path) -> None:
         generators_for({"backend": "bedrock"})
 
 
+@pytest.mark.integration
 def test_openai_compatible_endpoint_same_result_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     good = assistant_target("네, 발렌타인 디너입니다.", {"dinnerType": "VALENTINE"})
     monkeypatch.setenv("TEST_EVAL_KEY", "sk-test-secret")
@@ -140,6 +146,7 @@ def test_openai_compatible_endpoint_same_result_shape(monkeypatch: pytest.Monkey
         assert srv["requests"][0]["auth"] == "Bearer sk-test-secret"
 
 
+@pytest.mark.integration
 def test_openai_endpoint_that_always_fails_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     def reply(model: str, messages: list[dict]) -> str:
         raise RuntimeError("down")
@@ -165,6 +172,7 @@ def test_reply_is_closed_exactly_when_the_whole_object_is_there(obj: dict, ascii
     assert not any(json_object_closed(text[:k]) for k in range(len(text)))
 
 
+@pytest.mark.integration
 def test_generation_stops_when_the_reply_object_is_complete(tiny: dict[str, Path]) -> None:
     gen = LocalHFGenerator(str(tiny["base"]), max_new_tokens=40)
     gen._load()

@@ -68,6 +68,7 @@ class Recorder:
 # --- model specs and prompts -----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_resolve_model_forms(tiny: dict[str, Path], tmp_path: Path) -> None:
     full = predict.resolve_model(str(tiny["base"]), tmp_path)
     assert full.is_local and not full.is_adapter and full.model_path == str(tiny["base"].absolute())
@@ -83,6 +84,7 @@ def test_resolve_model_forms(tiny: dict[str, Path], tmp_path: Path) -> None:
         predict.resolve_model("no-such-thing", tmp_path)
 
 
+@pytest.mark.integration
 def test_promoted_pointer_and_value_files(tiny: dict[str, Path], tmp_path: Path) -> None:
     # What the promoted_model asset writes for a local adapter (promotion.serving_instructions + extras).
     pointer = tmp_path / "models" / "promoted.json"
@@ -158,6 +160,7 @@ def test_system_prompt_rendered_from_now_and_errors_keep_their_line() -> None:
 # --- local tiny model ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_predict_local_adapter_batched(tiny: dict[str, Path], tmp_path: Path) -> None:
     spec = predict.resolve_model(str(tiny["adapter"]), tmp_path)
     gen = predict.build_generator(spec, batch_size=3, max_new_tokens=8, device="cpu")
@@ -168,6 +171,7 @@ def test_predict_local_adapter_batched(tiny: dict[str, Path], tmp_path: Path) ->
     assert stats.n_answered == 4 and stats.new_tokens > 0
 
 
+@pytest.mark.integration
 def test_constrained_decoding_makes_an_untrained_model_write_the_apps_json(tiny: dict[str, Path]) -> None:
     """The untrained tiny model writes garbage; with the schema mask the same weights write JSON
     the app parses, every time (and without it, never)."""
@@ -189,6 +193,7 @@ def test_constrained_decoding_makes_an_untrained_model_write_the_apps_json(tiny:
     assert masked_stats.new_tokens < free_stats.new_tokens
 
 
+@pytest.mark.integration
 def test_constrained_batch_equals_one_by_one(tiny: dict[str, Path]) -> None:
     """Per-row grammar state: a row's reply does not depend on the rows it is batched with."""
     prompts_ = [predict.prompt_messages(predict.parse_conversation(x), predict.PromptChoice(
@@ -203,6 +208,7 @@ def test_constrained_batch_equals_one_by_one(tiny: dict[str, Path]) -> None:
 # --- OpenAI-compatible endpoint ------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_predict_on_an_endpoint_with_response_format() -> None:
     def reply(model: str, messages: list[dict[str, Any]]) -> str:
         turns = sum(m["role"] == "user" for m in messages)
@@ -225,6 +231,7 @@ def test_predict_on_an_endpoint_with_response_format() -> None:
     assert masked[0]["body"]["messages"][0]["content"] == prompts.system_prompt(NOW, prompts.PromptKind.SHORT)
 
 
+@pytest.mark.integration
 def test_endpoint_refusing_the_schema_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A schema the API refuses (here the local, non-strict one sent as strict) fails every request."""
     from mrdabak_pipeline.core import reply_schema
