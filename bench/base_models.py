@@ -39,9 +39,9 @@ from bench.common import BENCH_DIR, REPO_ROOT, cache_dir
 OUT_PATH = BENCH_DIR / "base_models.json"
 SESSIONS, DAYS, SEED = 250, 14, 7
 GEMMA = "gemma3"
-LORA = {"use_lora": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-4, "batch_size": 4,
-        "warmup": 0.1, "evaluate": False, "resume": False, "save_total_limit": 1, "logging_steps": 1,
-        "lr_scheduler": "constant_with_warmup"}
+LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-4, "per_device_train_batch_size": 4,
+        "warmup_steps": 0.1, "eval_strategy": "no", "resume": False, "save_total_limit": 1, "logging_steps": 1,
+        "lr_scheduler_type": "constant_with_warmup"}
 
 
 def hangul_syllables(text: str) -> int:
@@ -158,10 +158,11 @@ class _Deadline:
 
 def measure_steps(args: dict[str, Any]) -> dict[str, Any]:
     """Seconds per LoRA optimizer step: the median of steps 2..n (step 1 warms the allocator)."""
-    from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import train_sft
 
     clock = _StepClock()
-    params = TrainParams.from_dict({**LORA, "base_model": args.get("base", GEMMA), "max_steps": args["steps"],
+    params = TrainRecipe.from_settings({**LORA, "base_model": args.get("base", GEMMA), "max_steps": args["steps"],
                                     "num_threads": args["threads"], "bf16": args["bf16"],
                                     "sparse_head": args["sparse_head"]})
     out_dir = work_dir() / "runs" / f"steps-{args['threads']}-{args['bf16']}-{args['sparse_head']}"
@@ -235,9 +236,10 @@ def measure_zero_shot(args: dict[str, Any]) -> dict[str, Any]:
 def measure_finetune(args: dict[str, Any]) -> dict[str, Any]:
     """LoRA on Gemma for `budget_s` of training wall time (cosine over the full epoch it would
     take is pointless in a few minutes: constant lr after warmup), then the held-out items."""
-    from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import train_sft
 
-    params = TrainParams.from_dict({**LORA, "base_model": GEMMA, "epochs": 1.0, "warmup": 3,
+    params = TrainRecipe.from_settings({**LORA, "base_model": GEMMA, "num_train_epochs": 1.0, "warmup_steps": 3,
                                     "num_threads": args["threads"], "logging_steps": 5})
     out_dir = work_dir() / "runs" / "finetune"
     result = train_sft(params, dataset_path(), out_dir, work_dir() / "models", log=print,
@@ -247,7 +249,7 @@ def measure_finetune(args: dict[str, Any]) -> dict[str, Any]:
     model = {"model_path": result["model_path"], "base_model_path": result["base_model_path"], "is_adapter": True}
     return {
         "budget_s": args["budget_s"], "train_wall_s": m["train_wall_s"], "optimizer_steps": m["global_step"],
-        "dialogs_seen": m["global_step"] * params.batch_size, "train_dialogs": m["train_examples"],
+        "dialogs_seen": m["global_step"] * params.value("per_device_train_batch_size"), "train_dialogs": m["train_examples"],
         "epochs": round(m["epochs"], 3), "final_train_loss": m["final_train_loss"], "peak_rss_train_mb": train_rss,
         "held_out": _quality(model, args["items"], args["threads"]), "peak_rss_mb": _peak_rss_mb(),
     }

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mrdabak_pipeline.core.prompts import SEOUL, PromptKind, system_prompt
-    from mrdabak_pipeline.core.training.sft import TrainParams, resolve_base_model, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import resolve_base_model, train_sft
     from mrdabak_pipeline_tests.training_data import save_dataset
 
     torch.set_num_threads(args.threads)
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if result_file.exists():
         result = json.loads(result_file.read_text())
     else:
-        params = TrainParams(base_model="tiny", epochs=args.epochs, num_threads=args.threads, logging_steps=10)
+        params = TrainRecipe.from_settings({"base_model": "tiny", "num_train_epochs": args.epochs,
+                                            "num_threads": args.threads, "logging_steps": 10})
         result = train_sft(params, ds, run_dir, out / "models")
         result_file.write_text(json.dumps(result, default=str))
     print(f"trained tiny: eval loss {result['metrics'].get('eval_loss')}, {result['metrics'].get('train_runtime_s')}")

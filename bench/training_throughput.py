@@ -66,26 +66,26 @@ def real_tokens(base_model_path: str, dataset: Path, max_length: int) -> int:
 
 def _train(mode: str, dataset: Path, epochs: float, out: Path) -> dict[str, Any]:
     """One training run in this (worker) process; returns throughput on real tokens and losses."""
-    from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import train_sft
 
-    params = TrainParams(
-        epochs=epochs,
-        num_threads=NUM_THREADS,
-        save_steps=10**9,  # no checkpoint inside the measured loop (both sides alike)
-        resume=False,
-        logging_steps=1,
-    )
-    if mode != "default":
-        params.throughput = mode  # type: ignore[assignment]
+    params = TrainRecipe.from_settings({
+        "num_train_epochs": epochs,
+        "num_threads": NUM_THREADS,
+        "save_steps": 10**9,  # no checkpoint inside the measured loop (both sides alike)
+        "resume": False,
+        "logging_steps": 1,
+        **({"throughput": mode} if mode != "default" else {}),
+    })
     t0 = time.perf_counter()
     result = train_sft(params, dataset, out / mode, cache_dir() / "models", log=lambda _msg: None)
     wall = time.perf_counter() - t0
-    real = real_tokens(result["base_model_path"], dataset, params.max_length)
+    real = real_tokens(result["base_model_path"], dataset, params.value("max_length"))
     m = result["metrics"]
     return {
         "mode": mode,
         "layout": params.throughput,
-        "batch_size": params.batch_size,
+        "batch_size": params.value("per_device_train_batch_size"),
         "real_tokens_per_epoch": real,
         "train_wall_s": m["train_wall_s"],
         "wall_s": wall,

@@ -34,7 +34,8 @@ RUN_CONFIG = {
     "ops": {
         "augment_sessions": {"config": {"k": 0}},
         "fine_tuned_model": {
-            "config": {"base_model": "tiny", "epochs": 1, "max_steps": 2, "evaluate": False, "num_threads": 1}
+            "config": {"base_model": "tiny", "epochs": 1, "max_steps": 2, "num_threads": 1,
+                       "overrides": {"eval_strategy": "no"}}
         },
         "evaluation_report": {
             "config": {"max_items": 2, "max_golden_items": 2, "max_new_tokens": 8,

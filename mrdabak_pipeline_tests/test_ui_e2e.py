@@ -253,7 +253,7 @@ def test_ui_end_to_end(server: Server, tmp_path: Path) -> None:
         repository_location_name=LOCATION,
         run_config={
             "ops": {  # a few steps and a small evaluation: this tests the wiring, not the model
-                "fine_tuned_model": {"config": {"epochs": 1, "max_steps": 30, "evaluate": False}},
+                "fine_tuned_model": {"config": {"epochs": 1, "max_steps": 30, "overrides": {"eval_strategy": "no"}}},
                 "evaluation_report": {"config": {"max_items": 8, "max_golden_items": 8}},
             }
         },

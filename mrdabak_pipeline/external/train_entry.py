@@ -4,7 +4,8 @@ Run as ``python -m mrdabak_pipeline.external.train_entry`` by ``PipesSubprocessC
 or as the container command of a ``PipesK8sClient`` pod on a GPU node (same script, same extras).
 A crash or an out-of-memory kill here fails the Dagster step, not the Dagster process.
 
-Extras (JSON): ``params`` (a `TrainParams` dict), ``dataset_path``, ``output_dir``, ``models_dir``.
+Extras (JSON): ``settings`` (`TrainRecipe.settings`: project knobs and TRL field values, flat),
+``dataset_path``, ``output_dir``, ``models_dir``.
 Streams each training log line as a Dagster log message, reports the final metrics with
 ``report_asset_materialization`` and the full result (the asset value) as a custom message.
 On failure it writes ``error.json`` beside the checkpoints so the asset can fail with this
@@ -24,7 +25,8 @@ from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+from mrdabak_pipeline.core.training.config import TrainRecipe
+from mrdabak_pipeline.core.training.sft import train_sft
 
 ERROR_FILE = "error.json"
 RESULT_FILE = "result.json"
@@ -40,12 +42,12 @@ def scalar_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 def run(pipes: PipesContext) -> dict[str, Any]:
     extras = pipes.extras
-    params = TrainParams.from_dict(dict(extras.get("params") or {}))
     output_dir = Path(extras["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        result = train_sft(params, extras["dataset_path"], output_dir, extras["models_dir"], log=pipes.log.info)
+        recipe = TrainRecipe.from_settings(dict(extras.get("settings") or {}))
+        result = train_sft(recipe, extras["dataset_path"], output_dir, extras["models_dir"], log=pipes.log.info)
     except BaseException as exc:
         (output_dir / ERROR_FILE).write_text(json.dumps({
             "error": f"{type(exc).__name__}: {exc}",

@@ -4,9 +4,9 @@ No Dagster here. Heavy libraries (torch, transformers, trl, peft) are imported i
 functions, so importing this package (e.g. by the Dagster definitions) stays cheap.
 """
 
+from mrdabak_pipeline.core.training.config import TrainRecipe, run_key
 from mrdabak_pipeline.core.training.gemma3 import ensure_gemma3
 from mrdabak_pipeline.core.training.sft import (
-    TrainParams,
     device_info,
     generate_reply,
     load_dialogs,
@@ -17,7 +17,7 @@ from mrdabak_pipeline.core.training.smollm2 import ensure_smollm2
 from mrdabak_pipeline.core.training.tiny import build_tiny_base
 
 __all__ = [
-    "TrainParams",
+    "TrainRecipe",
     "build_tiny_base",
     "device_info",
     "ensure_gemma3",
@@ -25,5 +25,6 @@ __all__ = [
     "generate_reply",
     "load_dialogs",
     "load_model_for_inference",
+    "run_key",
     "train_sft",
 ]

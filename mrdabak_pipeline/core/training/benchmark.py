@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mrdabak_pipeline.core.training.sft import Log, Throughput, TrainParams, train_sft
+from mrdabak_pipeline.core.training.config import Throughput, TrainRecipe
+from mrdabak_pipeline.core.training.sft import Log, train_sft
 
 
 def compare_throughput(
-    params: TrainParams,
+    recipe: TrainRecipe,
     dataset_path: str | Path,
     work_dir: str | Path,
     models_dir: str | Path,
@@ -36,8 +36,8 @@ def compare_throughput(
     for mode in modes:
         out = Path(work_dir) / f"throughput-{mode}"
         shutil.rmtree(out, ignore_errors=True)
-        p = replace(params, throughput=mode, resume=False, save_total_limit=1)
-        result = train_sft(p, dataset_path, out, models_dir, log=lambda s, m=mode: log(f"[{m}] {s}"))
+        one = recipe.with_settings(throughput=mode, resume=False, save_total_limit=1)
+        result = train_sft(one, dataset_path, out, models_dir, log=lambda s, m=mode: log(f"[{m}] {s}"))
         m = result["metrics"]
         rows.append({
             "mode": mode,

@@ -12,8 +12,10 @@ Choices that matter:
   assistant turn, which TRL masks with ``completion_only_loss``.
 - bf16 on a GPU that supports it, fp32 otherwise; activation checkpointing only on a GPU (on CPU it
   costs ~20% and saves memory we do not need).
+- Settings: a `config.TrainRecipe` (TRL's own `SFTConfig` / `ModelConfig` fields plus a few
+  project knobs); `sft_args` adds what the run decides (device, loss mask, batch layout).
 - Throughput on CPU: the default ``grouped`` layout computes no padding: one example per
-  micro-batch, gradients accumulated over ``batch_size`` examples, so optimizer steps and their
+  micro-batch, gradients accumulated over the batch size, so optimizer steps and their
   contents match TRL's padded batches (figure 3 of ``python -m bench``: ~1.8x the real tokens/s
   of TRL's defaults, same loss).
 - Checkpoints go to ``<output>/checkpoints``; a re-run with the same output folder resumes from the
@@ -30,10 +32,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from mrdabak_pipeline.core.training.config import TINY, Throughput, TrainRecipe
 from mrdabak_pipeline.core.training.cpu_speed import cpu_bf16_supported, label_positions_only_head
 from mrdabak_pipeline.core.training.gemma3 import ALIASES as GEMMA3_ALIASES
 from mrdabak_pipeline.core.training.gemma3 import ensure_gemma3
@@ -41,84 +44,9 @@ from mrdabak_pipeline.core.training.smollm2 import ensure_smollm2
 from mrdabak_pipeline.core.training.tiny import build_tiny_base, is_random_init
 
 Log = Callable[[str], None]
-Throughput = Literal["plain", "packed", "grouped"]
 
-TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
 GEMMA3 = "gemma3"
-
-
-@dataclass
-class TrainParams:
-    """Every knob of a local fine-tune. Defaults are the measured `tiny` demo settings.
-
-    tiny: a full fine-tune (lr 2e-3) learns far better than LoRA on a random-init base (measured
-    on 258 seeded multi-turn dialogs, validation loss 0.78 after 8 epochs vs 1.29 for LoRA+lm_head
-    after 6). For a real pretrained base on a GPU start from the guide's flags:
-    ``use_lora=True, learning_rate=1e-4, epochs=3, batch_size=4``.
-    """
-
-    base_model: str = TINY
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
-    #: None = automatic: ``["lm_head"]`` for a random-init base, nothing for a pretrained one.
-    modules_to_save: list[str] | None = None
-    epochs: float = 10.0
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    lr_scheduler: str = "cosine"
-    #: a float < 1 is a ratio of the total steps, >= 1 a number of steps (TRL/transformers semantics).
-    warmup: float = 0.05
-    weight_decay: float = 0.0
-    max_length: int = 1024
-    seed: int = 42
-    grad_accum: int = 1
-    num_threads: int = 1
-    #: "grouped" (default) = no padding computed: on CPU ONE example per micro-batch with gradient
-    #: accumulation over ``batch_size`` (the same examples per optimizer step and the same steps as
-    #: "plain": TRL normalizes the loss over the accumulated tokens, so the optimization matches;
-    #: figure 3, 1 thread: 1.76x the real tokens/s of "plain", identical train loss); on a GPU,
-    #: length-grouped batches of ``batch_size`` (``group_by_length``), where wide batches pay.
-    #: "packed" = TRL best-fit-decreasing packing, padding-free, one row (<= ``max_length``) per
-    #: micro-batch with accumulation sized to keep the unpacked step count (`plan_packing`): 1.3-1.4x
-    #: on CPU (a 1024-token row attends densely within itself); several rows per micro-batch are
-    #: flattened into one sequence that, without a varlen flash-attention kernel, attends densely:
-    #: ~9x slower. "plain" = TRL defaults (no packing, pad to the longest in the batch).
-    throughput: Throughput = "grouped"
-    logging_steps: int = 5
-    #: checkpoint every N optimizer steps; 0 = at the end of every epoch.
-    save_steps: int = 0
-    save_total_limit: int = 2
-    evaluate: bool = True
-    resume: bool = True
-    merge: bool = False
-    max_steps: int = -1
-    #: None = on for CUDA, off for CPU.
-    gradient_checkpointing: bool | None = None
-    #: bf16 mixed precision. None = automatic: on a CUDA GPU that supports it; on a CPU with native
-    #: bf16 as autocast over fp32 weights for a pretrained base (~2x faster steps, `cpu_speed`),
-    #: never for a random-init base (tiny keeps its measured fp32 recipe).
-    bf16: bool | None = None
-    #: On CPU, project the LM head only at label positions (`cpu_speed.label_positions_only_head`;
-    #: same loss, the 262k-vocab head of gemma3 is the step's largest matmul). GPUs already do this.
-    sparse_head: bool = True
-    tiny_vocab_size: int = 4096
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainParams:
-        """Build from a JSON-like dict (Pipes extras, run config); unknown keys are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training parameters: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def device_info() -> dict[str, Any]:
@@ -306,7 +234,7 @@ def _example_lengths(tokenizer: Any, dataset: Any) -> list[int]:
 
 def _throughput_args(mode: Throughput, plan: PackingPlan | None = None, *, on_cuda: bool = False,
                      batch_size: int = 1) -> dict[str, Any]:
-    """SFTConfig arguments for a batch layout (on top of ``batch_size`` / ``grad_accum``).
+    """SFTConfig arguments for a batch layout of ``batch_size`` examples per optimizer step.
 
     ``packed`` follows a `plan_packing` plan: one packed row per micro-batch (several would be
     flattened into one sequence that, without a varlen flash-attention kernel, attends densely:
@@ -331,19 +259,27 @@ def _throughput_args(mode: Throughput, plan: PackingPlan | None = None, *, on_cu
 
 
 def make_progress_callback(log: Log, history: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback that streams step/loss/lr/tokens-per-second lines and keeps the numbers."""
+    """A TrainerCallback that streams step/loss/lr/tokens-per-second lines and keeps the numbers.
+
+    Token counts come from the trainer's own logs: SFTTrainer logs ``num_tokens``, the tokens
+    trained so far in this process (attention-masked, so padding is not counted); the callback's
+    ``num_tokens`` is the last count seen, the final summary log included.
+    """
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
         def __init__(self) -> None:
             self._t: float | None = None
             self._tokens: float = 0.0
+            self.num_tokens: float = 0.0
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self._t, self._tokens = time.perf_counter(), 0.0
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             logs = dict(logs or {})
+            if "num_tokens" in logs:
+                self.num_tokens = max(self.num_tokens, float(logs["num_tokens"]))
             now = time.perf_counter()
             row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
             if "loss" in logs:
@@ -393,6 +329,14 @@ def plot_loss_curve(log_history: Sequence[dict[str, Any]], path: str | Path, tit
     return path
 
 
+def loss_history_table(log_history: Sequence[dict[str, Any]]) -> str:
+    """The logged numbers as a Markdown table (the picture is `plot_loss_curve`'s file)."""
+    lines = ["| step | epoch | train loss | validation loss | lr | tokens/s |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r['epoch']} | {r.get('loss', '')} | {r.get('eval_loss', '')} | "
+              f"{r.get('learning_rate', '')} | {r.get('tokens_per_s', '')} |" for r in log_history]
+    return "\n".join(lines)
+
+
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -405,8 +349,41 @@ def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
 
 
+def sft_args(recipe: TrainRecipe, *, output_dir: str | Path, on_cuda: bool, bf16: bool, evaluate: bool,
+             assistant_mask: bool, plan: PackingPlan | None = None) -> Any:
+    """The `trl.SFTConfig` of a run: the recipe's TRL settings, then what the run itself decides.
+
+    Defaults the recipe may override: ``data_seed`` = ``seed``, activation checkpointing on a GPU
+    only (on CPU it costs ~20% and saves memory we do not need), NaN/inf losses logged as they are
+    (the Trainer's default logs the running mean in their place, hiding a divergence), no
+    reporting integrations, no tqdm. Set by the run (refused as overrides, `config.DERIVED`): the
+    output folder, the device, the loss mask and the batch layout of ``throughput``, which turns
+    the recipe's batch size into micro-batches x accumulation (times any explicit
+    ``gradient_accumulation_steps``).
+    """
+    from trl import SFTConfig
+
+    settings = recipe.sft_settings()
+    batch_size = int(settings["per_device_train_batch_size"])
+    layout = {"per_device_train_batch_size": batch_size,
+              "per_device_eval_batch_size": settings.get("per_device_eval_batch_size", batch_size),
+              **_throughput_args(recipe.throughput, plan, on_cuda=on_cuda, batch_size=batch_size)}
+    layout["gradient_accumulation_steps"] = (layout.get("gradient_accumulation_steps", 1)
+                                             * int(settings.get("gradient_accumulation_steps", 1)))
+    if plan is not None:
+        layout["max_length"] = plan.row_length
+    defaults = {"data_seed": recipe.value("seed"), "activation_checkpointing": on_cuda,
+                "logging_nan_inf_filter": False, "report_to": "none", "disable_tqdm": True,
+                "dataloader_num_workers": 0}
+    derived = {"output_dir": str(output_dir), "use_cpu": not on_cuda, "bf16": bf16,
+               "assistant_only_loss": assistant_mask, "completion_only_loss": None if assistant_mask else True}
+    if not evaluate:
+        derived["eval_strategy"] = "no"
+    return SFTConfig(**(defaults | settings | derived | layout))
+
+
 def train_sft(
-    params: TrainParams,
+    recipe: TrainRecipe,
     dataset_path: str | Path,
     output_dir: str | Path,
     models_dir: str | Path,
@@ -414,112 +391,72 @@ def train_sft(
     log: Log = print,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Fine-tune ``params.base_model`` on the dataset; write the model to ``output_dir/model``.
+    """Fine-tune ``recipe.base_model`` on the dataset; write the model to ``output_dir/model``.
 
     Returns a JSON-able result: ``base_model``, absolute ``base_model_path``, ``model_path``,
-    ``is_adapter``, optional ``merged_path``, ``loss_curve_path`` and ``metrics`` (losses,
-    tokens/s, wall time, device, sizes, hyperparameters). Raises on bad data or a failed run.
+    ``is_adapter``, optional ``merged_path``, ``loss_curve_path``, ``log_history``, ``params`` (every
+    setting in force, `TrainRecipe.effective`) and ``metrics`` (losses, tokens/s, wall time, device,
+    sizes). Raises on bad settings, bad data or a failed run.
     """
     import torch
     from datasets.utils.logging import disable_progress_bar
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer, get_peft_config
 
     disable_progress_bar()  # progress goes through `log`, one line per logging step
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, params.num_threads))
+    torch.set_num_threads(recipe.num_threads)
     output_dir = Path(output_dir).absolute()
     ckpt_dir = output_dir / "checkpoints"
     model_dir = output_dir / "model"
     dev = device_info()
-    log(f"device {dev['device']} ({dev['device_name']}), bf16={dev['bf16']}, threads={params.num_threads}")
+    log(f"device {dev['device']} ({dev['device_name']}), bf16={dev['bf16']}, threads={recipe.num_threads}")
 
     ds = load_dialogs(dataset_path)
     train_messages = [_clean_messages(m) for m in ds["train"]["messages"]]
-    base_path = resolve_base_model(params.base_model, models_dir, train_messages,
-                                   tiny_vocab_size=params.tiny_vocab_size, seed=params.seed)
-    log(f"base model {params.base_model} -> {base_path}")
+    base_path = resolve_base_model(recipe.base_model, models_dir, train_messages,
+                                   tiny_vocab_size=recipe.tiny_vocab_size, seed=recipe.value("seed"))
+    log(f"base model {recipe.base_model} -> {base_path}")
     random_base = is_random_init(base_path)
     on_cuda = dev["device"] == "cuda"
-    # bf16 weights on a GPU; on a CPU, fp32 weights under bf16 autocast (see TrainParams.bf16).
-    use_bf16 = params.bf16 if params.bf16 is not None else (
+    # bf16 unless set: bf16 weights on a GPU that has it; on a CPU with native bf16, autocast over
+    # fp32 weights for a pretrained base (~2x faster steps, `cpu_speed`), never for a random-init
+    # base (tiny keeps its measured fp32 recipe).
+    use_bf16 = bool(recipe.trl["bf16"]) if "bf16" in recipe.trl else (
         dev["bf16"] if on_cuda else (not random_base and cpu_bf16_supported()))
-    dtype = torch.bfloat16 if on_cuda and use_bf16 else torch.float32
     if use_bf16 and not on_cuda:
         log("bf16 autocast on CPU (fp32 weights)")
+    model_args = recipe.model_config()
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_path, dtype=torch.bfloat16 if on_cuda and use_bf16 else torch.float32,
+        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}))
 
     # Whole dialogs with an assistant-token mask when the template allows it (cut before any
     # weight-0 reply); per-turn prompt/completion otherwise.
     assistant_mask = supports_assistant_mask(tokenizer)
-    if assistant_mask:
-        train_ds = _as_messages(ds["train"])
-        eval_split = ds.get("validation")
-        eval_ds = _as_messages(eval_split) if eval_split is not None and len(eval_split) else None
-    else:
-        train_ds = to_prompt_completion(ds["train"])
-        eval_split = ds.get("validation")
-        eval_ds = to_prompt_completion(eval_split) if eval_split is not None and len(eval_split) else None
-    if not params.evaluate:
-        eval_ds = None
+    as_examples = _as_messages if assistant_mask else to_prompt_completion
+    train_ds = as_examples(ds["train"])
+    eval_split = ds.get("validation")
+    evaluate = recipe.value("eval_strategy") != "no" and eval_split is not None and len(eval_split) > 0
+    eval_ds = as_examples(eval_split) if evaluate else None
 
-    peft_config = None
-    if params.use_lora:
-        modules_to_save = params.modules_to_save
-        if modules_to_save is None:
-            modules_to_save = ["lm_head"] if random_base else None
-        peft_config = LoraConfig(
-            r=params.lora_r,
-            lora_alpha=params.lora_alpha,
-            lora_dropout=params.lora_dropout,
-            target_modules=params.target_modules,
-            modules_to_save=modules_to_save,
-            task_type="CAUSAL_LM",
-        )
+    # LoRA through TRL's own ModelConfig -> LoraConfig; a random-init base must also train lm_head.
+    if model_args.use_peft and model_args.lora_modules_to_save is None and random_base:
+        model_args = replace(model_args, lora_modules_to_save=["lm_head"])
+    peft_config = get_peft_config(model_args)
 
-    grad_ckpt = on_cuda if params.gradient_checkpointing is None else params.gradient_checkpointing
-    save_kwargs: dict[str, Any] = (
-        {"save_strategy": "steps", "save_steps": params.save_steps} if params.save_steps > 0
-        else {"save_strategy": "epoch"}
-    )
-    plan = (plan_packing(_example_lengths(tokenizer, train_ds), params.batch_size, params.max_length)
-            if params.throughput == "packed" and len(train_ds) else None)
-    layout = {"per_device_train_batch_size": params.batch_size, "per_device_eval_batch_size": params.batch_size,
-              **_throughput_args(params.throughput, plan, on_cuda=on_cuda, batch_size=params.batch_size)}
-    layout["gradient_accumulation_steps"] = layout.get("gradient_accumulation_steps", 1) * params.grad_accum
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=params.epochs,
-        max_steps=params.max_steps,
-        learning_rate=params.learning_rate,
-        lr_scheduler_type=params.lr_scheduler,
-        warmup_steps=params.warmup,
-        weight_decay=params.weight_decay,
-        max_length=params.max_length if plan is None else plan.row_length,
-        seed=params.seed,
-        data_seed=params.seed,
-        assistant_only_loss=assistant_mask,
-        completion_only_loss=None if assistant_mask else True,
-        bf16=use_bf16,
-        use_cpu=not on_cuda,
-        activation_checkpointing=grad_ckpt,
-        logging_steps=params.logging_steps,
-        eval_strategy="epoch" if eval_ds is not None else "no",
-        save_total_limit=params.save_total_limit,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        # NaN/inf losses are logged as they are (the Trainer's default logs the running mean in
-        # their place), so the divergence check after training can see them.
-        **({"logging_nan_inf_filter": False} | save_kwargs | layout | params.extra),
-    )
-    log(f"batch layout {params.throughput}: {args.per_device_train_batch_size} example(s)/row(s) per micro-batch, "
+    plan = (plan_packing(_example_lengths(tokenizer, train_ds), recipe.value("per_device_train_batch_size"),
+                         recipe.value("max_length"))
+            if recipe.throughput == "packed" and len(train_ds) else None)
+    args = sft_args(recipe, output_dir=ckpt_dir, on_cuda=on_cuda, bf16=use_bf16, evaluate=evaluate,
+                    assistant_mask=assistant_mask, plan=plan)
+    log(f"batch layout {recipe.throughput}: {args.per_device_train_batch_size} example(s)/row(s) per micro-batch, "
         f"{args.gradient_accumulation_steps} micro-batches per optimizer step"
         + (f", {len(train_ds)} examples packed into {plan.rows} rows of {plan.row_length} tokens, "
            f"{plan.steps_per_epoch} steps/epoch (unpacked: {plan.target_steps})" if plan else ""))
     history: list[dict[str, Any]] = []
+    progress = make_progress_callback(log, history)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -527,25 +464,25 @@ def train_sft(
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[make_progress_callback(log, history), *callbacks],
+        callbacks=[progress, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ValueError(
             f"all {len(train_ds)} training examples were dropped: no reply token survives truncation "
-            f"to max_length={params.max_length} tokens (this tokenizer may spend several tokens per "
+            f"to max_length={args.max_length} tokens (this tokenizer may spend several tokens per "
             "Korean syllable): raise max_length"
         )
     if kept < len(train_ds):
         log(f"warning: {len(train_ds) - kept} of {len(train_ds)} examples dropped (reply cut off by max_length)")
-    resume_from = last_checkpoint(ckpt_dir) if params.resume else None
+    resume_from = last_checkpoint(ckpt_dir) if recipe.resume else None
     if resume_from:
         log(f"resuming from {resume_from}")
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
     t_train = time.perf_counter()
-    with label_positions_only_head(params.sparse_head and not on_cuda) as sparse:
+    with label_positions_only_head(recipe.sparse_head and not on_cuda) as sparse:
         if sparse:
             log("LM head on label positions only")
         train_out = trainer.train(resume_from_checkpoint=resume_from)
@@ -567,7 +504,7 @@ def train_sft(
     trainer.save_model(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
     merged_path = None
-    if params.merge and params.use_lora:
+    if recipe.merge and peft_config is not None:
         merged_path = output_dir / "merged"
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(merged_path))
@@ -575,9 +512,9 @@ def train_sft(
         log(f"merged model saved to {merged_path}")
 
     tps = [r["tokens_per_s"] for r in history if r.get("tokens_per_s")]
-    total_tokens = float(trainer._total_train_tokens) if hasattr(trainer, "_total_train_tokens") else 0.0
+    total_tokens = progress.num_tokens
     curve = plot_loss_curve(history, output_dir / "loss_curve.png",
-                            title=f"{params.base_model} {'LoRA' if params.use_lora else 'full'} SFT")
+                            title=f"{recipe.base_model} {'LoRA' if peft_config else 'full'} SFT")
     (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     metrics: dict[str, Any] = {
@@ -597,7 +534,7 @@ def train_sft(
         "trainable_params": int(n_trainable),
         "model_size_bytes": _dir_size(model_dir),
         "loss_mask": "assistant_only" if assistant_mask else "completion_only",
-        "throughput": params.throughput,
+        "throughput": recipe.throughput,
         "micro_batch": int(args.per_device_train_batch_size),
         "grad_accum_steps": int(args.gradient_accumulation_steps),
         "packed_rows": plan.rows if plan else None,
@@ -605,19 +542,19 @@ def train_sft(
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
         **dev,
         "bf16": bool(use_bf16),
-        "num_threads": params.num_threads,
+        "num_threads": recipe.num_threads,
     }
     log(f"done: {metrics['global_step']} steps, train_loss {metrics['train_loss']:.4f}, "
         f"eval_loss {eval_loss}, {metrics['tokens_per_s']} tok/s, {metrics['train_wall_s']} s")
     return {
-        "base_model": params.base_model,
+        "base_model": recipe.base_model,
         "base_model_path": base_path,
         "model_path": str(model_dir),
-        "is_adapter": bool(params.use_lora),
+        "is_adapter": peft_config is not None,
         "merged_path": str(merged_path) if merged_path else None,
         "loss_curve_path": str(curve),
         "log_history": history,
-        "params": params.to_dict(),
+        "params": recipe.effective(),
         "metrics": metrics,
     }
 

@@ -128,11 +128,13 @@ def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, t
     Measured on the 2-core dev box: ~25 s for the two steps plus load; peak RSS of the test
     process ~4 GB (the conversion in the fixture peaks at ~3.3 GB).
     """
-    from mrdabak_pipeline.core.training.sft import TrainParams, load_model_for_inference, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import load_model_for_inference, train_sft
 
     ds = save_dataset(tmp_path / "ds", n_train=4, n_val=1, system_prompt="주문 도우미")
-    params = TrainParams(base_model=str(gemma_dir), use_lora=True, max_steps=2, batch_size=2, learning_rate=5e-4,
-                         logging_steps=1, evaluate=False, num_threads=1, max_length=256)
+    params = TrainRecipe.from_settings({
+        "base_model": str(gemma_dir), "use_peft": True, "max_steps": 2, "per_device_train_batch_size": 2,
+        "learning_rate": 5e-4, "logging_steps": 1, "eval_strategy": "no", "max_length": 256})
     logs: list[str] = []
     result = train_sft(params, ds, tmp_path / "out", tmp_path / "models", log=logs.append)
     m = result["metrics"]

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.domain import parse_assistant_reply
 from mrdabak_pipeline.core.training.benchmark import compare_throughput, throughput_table
+from mrdabak_pipeline.core.training.config import TrainRecipe
 from mrdabak_pipeline.core.training.sft import (
-    TrainParams,
     _as_messages,
     generate_reply,
     last_checkpoint,
@@ -36,7 +36,9 @@ from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
 torch.set_num_threads(1)
 
 #: A few optimizer steps on a few dozen dialogs: exercises every code path in seconds.
-QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1, "use_lora": True}
+QUICK = {"num_train_epochs": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "num_threads": 1,
+         "use_peft": True}
+NO_EVAL = {"eval_strategy": "no"}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,7 @@ def test_weight_zero_replies_are_context_not_targets(tmp_path: Path, models_dir:
     assert all(len(row["prompt"]) == 2 or len(row["prompt"]) == 4 for row in pc)
     path = tmp_path / "weighted"
     DatasetDict({"train": Dataset.from_list([{"messages": d} for d in dialogs])}).save_to_disk(str(path))
-    result = train_sft(TrainParams(**QUICK | {"max_steps": 1}), path, tmp_path / "w", models_dir, log=lambda s: None)
+    result = train_sft(TrainRecipe.from_settings(QUICK | {"max_steps": 1}), path, tmp_path / "w", models_dir, log=lambda s: None)
     # the tiny template masks assistant tokens: whole dialogs, each cut before its first weight-0
     # reply (here that leaves no trained reply in the 6 weighted dialogs, so they drop out)
     assert result["metrics"]["loss_mask"] == "assistant_only" and result["metrics"]["train_examples"] == 6
@@ -135,8 +137,6 @@ def test_weight_zero_replies_are_context_not_targets(tmp_path: Path, models_dir:
 
 
 def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown training parameters"):
-        TrainParams.from_dict({"epochz": 3})
     from datasets import Dataset, DatasetDict
 
     DatasetDict({"train": Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "bad"))
@@ -147,7 +147,7 @@ def test_params_and_dataset_errors_are_clear(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_lora_trains_saves_adapter_reloads_and_generates(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     lines: list[str] = []
-    result = train_sft(TrainParams(**QUICK, merge=True), dataset, tmp_path / "run", models_dir, log=lines.append)
+    result = train_sft(TrainRecipe.from_settings(QUICK | {"merge": True}), dataset, tmp_path / "run", models_dir, log=lines.append)
     model_dir = Path(result["model_path"])
     assert result["is_adapter"]
     assert (model_dir / "adapter_model.safetensors").exists() and (model_dir / "tokenizer.json").exists()
@@ -179,10 +179,35 @@ def test_lora_trains_saves_adapter_reloads_and_generates(dataset: Path, models_d
 
 
 @pytest.mark.integration
+def test_trl_overrides_reach_the_trainer_and_the_adapter(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
+    """An override goes by TRL's own name to the SFTTrainer's arguments (seen by a callback) and to
+    the LoRA config (peft's adapter_config.json), not through a copied field list."""
+    from transformers import TrainerCallback
+
+    seen: dict = {}
+
+    class Args(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            seen.update(max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
+                        scheduler=args.lr_scheduler_type.value, output_dir=args.output_dir)
+
+    recipe = TrainRecipe.from_settings(QUICK | NO_EVAL | {"max_steps": 1, "max_grad_norm": 0.25, "weight_decay": 0.01,
+                                                          "lr_scheduler_type": "constant", "lora_r": 4,
+                                                          "lora_target_modules": ["q_proj", "v_proj"]})
+    result = train_sft(recipe, dataset, tmp_path / "o", models_dir, log=lambda s: None, callbacks=[Args()])
+    assert seen == {"max_grad_norm": 0.25, "weight_decay": 0.01, "scheduler": "constant",
+                    "output_dir": str(tmp_path / "o" / "checkpoints")}
+    adapter = json.loads((Path(result["model_path"]) / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert adapter["modules_to_save"] == ["lm_head"]  # still added for the random-init base
+    assert result["params"]["max_grad_norm"] == 0.25 and result["params"]["learning_rate"] == 2e-3
+
+
+@pytest.mark.integration
 def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    result = train_sft(TrainParams(**QUICK | {"epochs": 1, "use_lora": False}, evaluate=False),
+    result = train_sft(TrainRecipe.from_settings(QUICK | NO_EVAL | {"num_train_epochs": 1, "use_peft": False}),
                        dataset, tmp_path / "full", models_dir, log=lambda s: None)
     assert not result["is_adapter"] and result["metrics"]["eval_loss"] is None
     model = AutoModelForCausalLM.from_pretrained(result["model_path"])
@@ -217,16 +242,17 @@ def test_cli_finds_the_newest_dataset_or_says_what_to_run(tmp_path: Path) -> Non
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from transformers import TrainerCallback
-    from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+    from mrdabak_pipeline.core.training.config import TrainRecipe
+    from mrdabak_pipeline.core.training.sft import train_sft
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             if state.global_step == 3:
                 os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like an OOM kill or a lost node
 
-    params = TrainParams.from_dict(dict(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False,
-                                        logging_steps=1))
-    train_sft(params, sys.argv[1], sys.argv[2], sys.argv[3], callbacks=[Kill()])
+    recipe = TrainRecipe.from_settings(dict(num_train_epochs=2, per_device_train_batch_size=8, save_steps=2,
+                                            eval_strategy="no", logging_steps=1))
+    train_sft(recipe, sys.argv[1], sys.argv[2], sys.argv[3], callbacks=[Kill()])
 """)
 
 
@@ -240,8 +266,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset: Path, models_dir: 
     assert not (out / "model").exists()
 
     lines: list[str] = []
-    params = TrainParams(epochs=2, batch_size=8, save_steps=2, num_threads=1, evaluate=False, logging_steps=1)
-    result = train_sft(params, dataset, out, models_dir, log=lines.append)
+    recipe = TrainRecipe.from_settings(dict(num_train_epochs=2, per_device_train_batch_size=8, save_steps=2,
+                                            eval_strategy="no", logging_steps=1))
+    result = train_sft(recipe, dataset, out, models_dir, log=lines.append)
     assert result["metrics"]["resumed_from"] == "checkpoint-2"
     assert result["metrics"]["global_step"] == 6
     steps = [r["step"] for r in result["log_history"] if "loss" in r]
@@ -249,14 +276,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset: Path, models_dir: 
     assert any("resuming from" in line for line in lines)
 
     # a fresh start on request
-    again = train_sft(TrainParams(**QUICK | {"epochs": 1}, resume=False, evaluate=False), dataset, out, models_dir,
+    again = train_sft(TrainRecipe.from_settings(QUICK | NO_EVAL | {"num_train_epochs": 1, "resume": False}), dataset, out, models_dir,
                       log=lambda s: None)
     assert again["metrics"]["resumed_from"] is None
 
 
 @pytest.mark.integration
-def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
-    rows = compare_throughput(TrainParams(**QUICK | {"epochs": 1}, evaluate=False), dataset, tmp_path, models_dir,
+def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, tmp_path: Path, tiny_tokenizer) -> None:
+    rows = compare_throughput(TrainRecipe.from_settings(QUICK | NO_EVAL | {"num_train_epochs": 1}), dataset, tmp_path, models_dir,
                               modes=("plain", "grouped", "packed"), log=lambda s: None)
     by_mode = {r["mode"]: r for r in rows}
     # packed: one 1024-token row per micro-batch, accumulated so an epoch still takes the same
@@ -268,8 +295,12 @@ def test_throughput_modes_train_the_same_data(dataset: Path, models_dir: Path, t
     assert by_mode["plain"]["micro_batch"] == 8 and by_mode["plain"]["grad_accum_steps"] == 1
     # grouped on CPU: one dialog per micro-batch (no padding at all), 8 accumulated per step
     assert by_mode["grouped"]["micro_batch"] == 1 and by_mode["grouped"]["grad_accum_steps"] == 8
-    assert TrainParams().throughput == "grouped"
+    assert TrainRecipe().throughput == "grouped"
     assert all(r["tokens_per_s"] > 0 and r["trained_tokens"] == rows[0]["trained_tokens"] for r in rows)
+    # the count the trainer logs (num_tokens) is the real tokens of one epoch: no padding counted
+    dialogs = load_dialogs(dataset)["train"]["messages"]
+    real = sum(len(tiny_tokenizer.apply_chat_template(list(d), tokenize=True)["input_ids"]) for d in dialogs)
+    assert rows[0]["trained_tokens"] == real
     assert "| packed |" in throughput_table(rows)
 
 
@@ -337,7 +368,7 @@ def _field_accuracy(result: dict, dataset: Path, n: int = 40) -> dict[str, float
 def test_tiny_demo_defaults_learn_the_task(tmp_path: Path) -> None:
     """The demo defaults (full fine-tune, 10 epochs) on 300 dialogs: about a minute on one idle CPU thread."""
     dataset = save_dataset(tmp_path / "hf", n_train=300, n_val=40, seed=11)
-    result = train_sft(TrainParams(logging_steps=20), dataset, tmp_path / "run", tmp_path / "models",
+    result = train_sft(TrainRecipe.from_settings({"logging_steps": 20}), dataset, tmp_path / "run", tmp_path / "models",
                        log=lambda s: None)
     acc = _field_accuracy(result, dataset)
     assert acc["valid_json"] >= 0.95, acc

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrdabak_pipeline.core.training.sft import TrainParams, train_sft
+from mrdabak_pipeline.core.training.config import TrainRecipe
+from mrdabak_pipeline.core.training.sft import train_sft
 from mrdabak_pipeline_tests.training_data import save_dataset
 
 torch.set_num_threads(1)
@@ -37,7 +38,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_diverged_run_raises_and_keeps_the_previous_model(tmp_path: Path) -> None:
     dataset = save_dataset(tmp_path / "hf", n_train=16, n_val=4)
     out, models = tmp_path / "run", tmp_path / "models"
-    params = TrainParams(epochs=1, batch_size=8, logging_steps=1, num_threads=1, use_lora=True, resume=False)
+    params = TrainRecipe.from_settings({"num_train_epochs": 1, "per_device_train_batch_size": 8, "logging_steps": 1,
+                                        "use_peft": True, "resume": False})
     first = train_sft(params, dataset, out, models, log=lambda s: None)
     before = _files(Path(first["model_path"]))
     assert any(name.endswith(".safetensors") for name in before)

@@ -10,18 +10,20 @@ from typing import Any
 import dagster as dg
 import pytest
 import torch
+import yaml
 
+from mrdabak_pipeline.core.training.config import COMMON_KNOBS
 from mrdabak_pipeline.core.training.sft import generate_reply
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline.defs.training import assets as training_defs
-from mrdabak_pipeline.defs.training.assets import fine_tuned_model, run_key
+from mrdabak_pipeline.defs.training.assets import FineTuneConfig, fine_tuned_model
 from mrdabak_pipeline.defs.training.cloud import OpenAIFineTuningResource
 from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
 
 torch.set_num_threads(1)
 MARK = "2025-03-14T12:00:00+09:00"
-QUICK = {"epochs": 2, "batch_size": 8, "logging_steps": 1, "num_threads": 1, "use_lora": True}
+QUICK = {"epochs": 2, "batch_size": 8, "use_lora": True, "num_threads": 1, "overrides": {"logging_steps": 1}}
 
 
 def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
@@ -77,9 +79,10 @@ def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_pat
     assert md["data_high_water_mark"].value == MARK
     assert md["tokens_per_s"].value > 0  # reported by the training process over Pipes
     assert md["train_wall_s"].value > 0 and md["device"].value == "cpu"
-    assert Path(md["loss_curve"].value).exists()
-    assert "data:image/png;base64," in md["loss_history"].value and "| 6 |" in md["loss_history"].value
-    assert md["hyperparameters"].value["learning_rate"] == 2e-3
+    assert Path(md["loss_curve"].value).read_bytes()[:4] == b"\x89PNG"  # the plot is a linked file
+    assert "| 6 |" in md["loss_history"].value and "data:image" not in md["loss_history"].value
+    hyper = md["hyperparameters"].value  # every setting in force: recipe defaults under the run config
+    assert hyper["learning_rate"] == 2e-3 and hyper["num_train_epochs"] == 2 and hyper["use_peft"] is True
     assert md["adapter_size_mb"].value > 0
     stored = json.loads((tmp_path / "storage" / "fine_tuned_model.json").read_text())
     assert stored["model_path"] == value["model_path"]
@@ -100,8 +103,9 @@ def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_pat
 def test_a_retried_run_resumes_in_the_same_folder(tmp_path: Path) -> None:
     """Two Pipes launches (~30 s): the second finds the first one's checkpoints and does not start over."""
     hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
-    first = _materialize(tmp_path, hf_path, QUICK | {"evaluate": False})
-    again = _materialize(tmp_path, hf_path, QUICK | {"evaluate": False, "num_threads": 2})  # "how" may change
+    no_eval = QUICK | {"overrides": {"logging_steps": 1, "eval_strategy": "no"}}
+    first = _materialize(tmp_path, hf_path, no_eval)
+    again = _materialize(tmp_path, hf_path, no_eval | {"num_threads": 2})  # "how" may change
     assert first.success and again.success
     value, value2 = (r.output_for_node("fine_tuned_model") for r in (first, again))
     assert value2["model_path"] == value["model_path"]
@@ -153,11 +157,32 @@ def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, m
     assert md["job_id"].value == "ftjob-1" and md["data_high_water_mark"].value == MARK
 
 
-def test_run_key_changes_with_data_or_settings_only() -> None:
-    from mrdabak_pipeline.core.training.sft import TrainParams
+def test_a_bad_setting_fails_the_asset_before_any_process_starts(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[Any] = []
+    monkeypatch.setattr(dg.PipesSubprocessClient, "run", lambda self, **kw: launched.append(kw))
+    result = _materialize(tmp_path, tmp_path / "unused", QUICK | {"overrides": {"learnin_rate": 1e-4}})
+    assert not result.success and launched == []
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "unknown training settings: 'learnin_rate' (did you mean 'learning_rate'?)" in str(failure.event_specific_data)
 
-    ds = {"path": "/x", "data_high_water_mark": MARK}
-    base = run_key(ds, TrainParams())
-    assert run_key(ds, TrainParams(num_threads=2, resume=False)) == base  # how, not what: same folder
-    assert run_key(ds, TrainParams(learning_rate=1e-4)) != base
-    assert run_key(ds | {"data_high_water_mark": "2025-03-15"}, TrainParams()) != base
+
+def test_run_config_knobs_and_overrides_make_the_recipe() -> None:
+    recipe = FineTuneConfig(epochs=3, use_lora=True, overrides={"lora_r": 8, "merge": True}).recipe()
+    assert recipe.trl == {"num_train_epochs": 3, "use_peft": True, "lora_r": 8} and recipe.merge
+    assert FineTuneConfig().recipe() == FineTuneConfig(overrides={}).recipe()  # unset knobs: the recipe's defaults
+    with pytest.raises(ValueError, match="'num_train_epochs' is set twice"):
+        FineTuneConfig(epochs=3, overrides={"num_train_epochs": 4}).recipe()
+    assert set(COMMON_KNOBS) <= set(FineTuneConfig.model_fields)  # every short name is a run config field
+
+
+def test_demo_run_config_is_the_tiny_recipe_for_dagster_and_the_cli() -> None:
+    from mrdabak_pipeline.cli import build_parser
+    from mrdabak_pipeline.cli.finetune_hf import recipe_from_args
+
+    path = Path(__file__).parents[3] / "scripts" / "demo_train.yaml"
+    body = yaml.safe_load(path.read_text())["ops"]["fine_tuned_model"]["config"]
+    recipe = FineTuneConfig(**body).recipe()
+    assert recipe == recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(path)]))
+    assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
+    assert recipe.value("num_train_epochs") == 10 and recipe.value("use_peft") is False
