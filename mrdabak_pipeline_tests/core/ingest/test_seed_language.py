@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.datasets.dpo import is_correction
-from mrdabak_pipeline.core.domain import Session, Turn
+from mrdabak_pipeline.core.domain import Session, Turn, parse_assistant_reply
 from mrdabak_pipeline.core.ingest.seed import (
     SCENARIOS,
     date_phrase,
@@ -231,3 +231,27 @@ def test_variety_of_customer_phrasing() -> None:
     templates = utterance_templates(sessions, messages)
     assert len(templates) > 1000  # the seeder before issue 14 made 41 over 1000 sessions
     assert max(templates.values()) < 0.1 * sum(templates.values())
+
+
+def test_training_examples_carry_the_now_their_relative_dates_are_resolved_against() -> None:
+    """The examples the model learns from (what the dataset files hold): each system message's
+    moment, read back from the text, resolves every date the customer says to the state's date."""
+    from mrdabak_pipeline.core.datasets.chat_format import build_chat_dataset
+    from mrdabak_pipeline.core.prompts import now_from_system
+
+    sessions = [
+        Session(s["id"], [Turn(r["role"].lower(), r["content"], json.loads(r["order_state"]) if r["order_state"] else None)
+                          for r in rows], customer_name=s["customer_name"], created_at=s["created_at"])
+        for s, rows in _sessions(7, 60, date(2026, 12, 20))
+    ]
+    sessions += augment_sessions(sessions, k=1, seed=7)
+    ds = build_chat_dataset(sessions, validation_fraction=0.2)
+    examples = ds.train + ds.validation
+    assert len(examples) >= 100
+    for example in examples:
+        system, *turns = example["messages"]
+        now = now_from_system(system["content"])
+        assert now is not None, system["content"]
+        states = [(m["role"], *parse_assistant_reply(m["content"])) if m["role"] == "assistant" else (m["role"], m["content"], None)
+                  for m in turns]
+        _check_conversation([(role, text, state) for role, text, state in states], now.replace(tzinfo=None))
