@@ -89,9 +89,10 @@ def _nfkc(value: str) -> str:
 class OrderState(BaseModel):
     """The order state as the production app reads it: the one definition of its fields.
 
-    Validation is lenient about spelling, strict about meaning, and every lenience is written
-    here rather than left to pydantic's lax coercions: enums in any case/spacing (``valentine``,
-    `` Deluxe``, ``champagne-feast``), a quantity written ``"2"``/``"２"``/``2.0`` (never a bool),
+    Validation is lenient about spelling, strict about meaning, and the lenience is written out
+    in the validators below (pydantic's lax mode would also take ``1`` for true, ``"yes"``, a bool
+    for a quantity): enums in any case/spacing (``valentine``, ``Deluxe``, ``champagne-feast``),
+    a quantity written ``"2"``/``"２"``/``2.0`` (never a bool; ASCII or full-width digits only),
     blanks collapsed in the address (blank -> absent), ``"true"``/``"false"`` as booleans, and
     `needsMoreInfo` put in canonical order without repeats. Unknown keys are refused
     (``extra="forbid"``): the app would silently ignore them, and a model that invents keys is
