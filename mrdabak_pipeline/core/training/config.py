@@ -247,10 +247,21 @@ class TrainRecipe:
         return ModelConfig(**{k: v for k, v in self.effective().items() if k in model})
 
 
+def _number_blind(value: Any) -> Any:
+    """10 and 10.0 alike (YAML, JSON and the Dagster config type the same setting differently)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | list | tuple | dict):
+        return value
+    if isinstance(value, dict):
+        return {k: _number_blind(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_number_blind(v) for v in value]
+    return float(value)
+
+
 def run_key(dataset: Mapping[str, Any], recipe: TrainRecipe) -> str:
     """Same dataset value + same result-changing settings -> same key (the output folder's name),
     so a retried run resumes there. Settings are compared as in force (an explicit default equals
-    the default); `VOLATILE` ones do not count."""
-    settings = {k: v for k, v in recipe.effective().items() if k not in VOLATILE}
+    the default, 10 equals 10.0); `VOLATILE` ones do not count."""
+    settings = {k: _number_blind(v) for k, v in recipe.effective().items() if k not in VOLATILE}
     blob = json.dumps({"dataset": dataset, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -93,6 +93,7 @@ def test_run_key_changes_with_data_or_result_changing_settings_only() -> None:
     how = TrainRecipe.from_settings({"num_threads": 2, "resume": False, "logging_steps": 1, "eval_strategy": "no"})
     assert run_key(ds, how) == base  # how, not what: same folder, a retry resumes
     assert run_key(ds, TrainRecipe.from_settings({"learning_rate": 2e-3})) == base  # the default, said explicitly
+    assert run_key(ds, TrainRecipe.from_settings({"num_train_epochs": 10})) == base  # 10 (YAML) is 10.0
     assert run_key(ds, TrainRecipe.from_settings({"learning_rate": 1e-4})) != base
     assert run_key(ds, TrainRecipe.from_settings({"lora_r": 8})) != base
     assert run_key(ds, TrainRecipe.from_settings({"base_model": "gemma3"})) != base

@@ -229,6 +229,32 @@ def test_cli_finetune_hf_runs_the_same_core(dataset: Path, tmp_path: Path, capsy
     assert "done: 2 steps" in printed
 
 
+def test_cli_reads_the_run_config_then_flags_then_set(tmp_path: Path) -> None:
+    """The CLI reads the asset's run config (a Dagster run config file or its body); a flag or a
+    ``--set`` replaces a setting under either of its names; a bad one exits with the reason."""
+    from mrdabak_pipeline.cli import build_parser
+    from mrdabak_pipeline.cli.finetune_hf import recipe_from_args
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("ops:\n  fine_tuned_model:\n    config:\n      epochs: 4\n      use_lora: true\n"
+                   "      overrides: {lora_r: 8, warmup_steps: 3}\n")
+
+    def recipe(*argv: str) -> TrainRecipe:
+        return recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(cfg), *argv]))
+
+    assert recipe().trl == {"num_train_epochs": 4, "use_peft": True, "lora_r": 8, "warmup_steps": 3}
+    got = recipe("--epochs", "2", "--set", "lora_r=4", "--set", "lora_target_modules=[q_proj, v_proj]",
+                 "--set", "learning_rate=1e-4", "--full", "--threads", "2", "--no-resume")
+    assert got.trl == {"num_train_epochs": 2, "use_peft": False, "lora_r": 4, "warmup_steps": 3,
+                       "lora_target_modules": ["q_proj", "v_proj"], "learning_rate": 1e-4}
+    assert got.num_threads == 2 and got.resume is False
+    assert recipe("--set", "num_train_epochs=5").trl["num_train_epochs"] == 5  # the file's `epochs` gives way
+    with pytest.raises(SystemExit, match="did you mean 'learning_rate'"):
+        recipe("--set", "learnin_rate=1")
+    with pytest.raises(SystemExit, match="expected FIELD=VALUE"):
+        recipe("--set", "lora_r")
+
+
 def test_cli_finds_the_newest_dataset_or_says_what_to_run(tmp_path: Path) -> None:
     from mrdabak_pipeline.cli.finetune_hf import latest_hf_dataset
 
