@@ -670,7 +670,8 @@ def _alternative(c: _Conversation, o: _Order, f: str) -> _Order:
     if f == "dinnerType":
         return replace(o, dinner=rng.choice([d for d in DinnerType if d is not o.dinner and o.style in ALLOWED_STYLES[d]]))
     if f == "servingStyle":
-        return replace(o, style=rng.choice([s for s in ALLOWED_STYLES[o.dinner] if s is not o.style]))
+        # in the enum's order, not the frozenset's: the same data whatever PYTHONHASHSEED
+        return replace(o, style=rng.choice([s for s in ServingStyle if s in ALLOWED_STYLES[o.dinner] and s is not o.style]))
     if f == "quantity":
         return replace(o, qty=rng.choice([q for q in (o.qty - 1, o.qty + 1, o.qty + 2) if 1 <= q <= 10 and q != o.qty]))
     if f == "deliveryDate":

@@ -170,3 +170,22 @@ def test_demo_sized_seeding_is_fast(tmp_path) -> None:
     start = clock.perf_counter()
     seed_database(make_engine(f"sqlite:///{tmp_path / 'demo.db'}"), sessions=250, days=14, seed=42, end_date=END)
     assert clock.perf_counter() - start < 10
+
+
+def test_the_same_seed_gives_the_same_data_in_every_process() -> None:
+    """Reproducible across processes: nothing may depend on set order (PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from datetime import date; import hashlib; from mrdabak_pipeline.core.ingest.seed import generate;"
+        "s, m, _ = generate(300, 7, 42, date(2026, 11, 30), 0.05);"
+        "print(hashlib.sha256(repr([(x['session_id'], x['content'], x['order_state']) for x in m]).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(h)},
+                       capture_output=True, text=True, check=True).stdout
+        for h in (1, 2, 3)
+    }
+    assert len(digests) == 1
