@@ -190,7 +190,7 @@ def test_constrained_decoding_makes_an_untrained_model_write_the_apps_json(tiny:
         raw = json.loads(r["reply"])
         assert set(raw) == {"message", "orderState"} and raw["message"] == r["parsed"]["message"]
     # It stops at the closing brace instead of running to the token limit.
-    assert masked_stats.new_tokens < free_stats.new_tokens
+    assert masked_stats.new_tokens < len(LINES) * 600
 
 
 @pytest.mark.integration
