@@ -155,32 +155,13 @@ def default_openai_resource() -> OpenAIFineTuningResource:
     return OpenAIFineTuningResource(**{f: dg.EnvVar(env) for f, env in env_fields.items() if os.environ.get(env)})
 
 
-def _request(
-    context: dg.AssetExecutionContext,
-    resource: OpenAIFineTuningResource,
-    config: CloudFineTuneConfig,
-    backend: str,
-    openai_dataset: dict[str, Any],
-    data_paths: DataPathsResource,
-) -> CloudFineTuneRequest:
-    """The core's request from run config and resources (the spec is validated before any upload)."""
-    azure = None
-    if backend == "azure":
-        azure = AzureServing(
-            endpoint=resource.resolved_azure_endpoint(),
-            deployment_name=config.azure_deployment_name,
-            arm_target=resource.arm_target(config.azure_sku, config.azure_capacity) if config.azure_deploy else None,
-            account_name=resource.arm_account_name,
-        )
-    return CloudFineTuneRequest(
-        spec=build_job_spec(backend=backend, **config.model_dump(include=set(_SPEC_FIELDS))),
-        dataset=openai_dataset,
-        models_dir=data_paths.sub("models") / "cloud",
-        run_id=context.run.run_id,
-        poll_interval_s=config.poll_interval_s,
-        max_wait_s=config.max_wait_s,
-        cancel_on_interrupt=config.cancel_on_run_termination,
-        azure=azure,
+def _azure_serving(resource: OpenAIFineTuningResource, config: CloudFineTuneConfig) -> AzureServing:
+    """Where an Azure model is deployed: via ARM when every ARM setting is there, else by a person."""
+    return AzureServing(
+        endpoint=resource.resolved_azure_endpoint(),
+        deployment_name=config.azure_deployment_name,
+        arm_target=resource.arm_target(config.azure_sku, config.azure_capacity) if config.azure_deploy else None,
+        account_name=resource.arm_account_name,
     )
 
 
@@ -239,7 +220,16 @@ def run_cloud_fine_tune(
 
     `data_paths` is the run's configured resource (where the loss curve goes), never a default one.
     """
-    request = _request(context, resource, config, backend, openai_dataset, data_paths)
+    request = CloudFineTuneRequest(
+        spec=build_job_spec(backend=backend, **config.model_dump(include=set(_SPEC_FIELDS))),  # refused before uploads
+        dataset=openai_dataset,
+        models_dir=data_paths.sub("models") / "cloud",
+        run_id=context.run.run_id,
+        poll_interval_s=config.poll_interval_s,
+        max_wait_s=config.max_wait_s,
+        cancel_on_interrupt=config.cancel_on_run_termination,
+        azure=_azure_serving(resource, config) if backend == "azure" else None,
+    )
     client = resource.get_client(backend, config.azure_api_version)
     try:
         result = core_run(client, request, _hooks(context))
