@@ -24,6 +24,9 @@ from mrdabak_pipeline.core.cloud import (
 from mrdabak_pipeline_tests.core.cloud.test_cloud import write_dataset
 from mrdabak_pipeline_tests.fake_openai_api import FakeOpenAIServer, FakeState, serve
 
+#: Every test here starts the local fake OpenAI server: the integration tier (conftest.py).
+pytestmark = pytest.mark.integration
+
 KEY = "sk-test-run-0123456789abcdef"
 
 
