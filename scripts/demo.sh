@@ -29,7 +29,7 @@ dagster asset materialize -m mrdabak_pipeline.definitions \
 echo "== 3/3 datasets -> fine-tuned model -> evaluation -> promotion"
 dagster asset materialize -m mrdabak_pipeline.definitions \
   --select openai_chat_dataset,huggingface_dataset,dpo_dataset,fine_tuned_model,evaluation_report,promoted_model \
-  -c scripts/demo_train.yaml
+  -c "${DEMO_TRAIN_CONFIG:-scripts/demo_train.yaml}"
 
 echo
 echo "Done. Evaluation report: ${MRDABAK_DATA_DIR:-data}/reports/. Open the UI with: make ui  (http://127.0.0.1:3000)"

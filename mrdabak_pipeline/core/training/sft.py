@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mrdabak_pipeline.core.training import distributed
 from mrdabak_pipeline.core.training.config import TINY, Throughput, TrainRecipe
 from mrdabak_pipeline.core.training.cpu_speed import cpu_bf16_supported, label_positions_only_head
 from mrdabak_pipeline.core.training.gemma3 import ALIASES as GEMMA3_ALIASES
@@ -329,14 +330,6 @@ def plot_loss_curve(log_history: Sequence[dict[str, Any]], path: str | Path, tit
     return path
 
 
-def loss_history_table(log_history: Sequence[dict[str, Any]]) -> str:
-    """The logged numbers as a Markdown table (the picture is `plot_loss_curve`'s file)."""
-    lines = ["| step | epoch | train loss | validation loss | lr | tokens/s |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['step']} | {r['epoch']} | {r.get('loss', '')} | {r.get('eval_loss', '')} | "
-              f"{r.get('learning_rate', '')} | {r.get('tokens_per_s', '')} |" for r in log_history]
-    return "\n".join(lines)
-
-
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -414,8 +407,9 @@ def train_sft(
 
     ds = load_dialogs(dataset_path)
     train_messages = [_clean_messages(m) for m in ds["train"]["messages"]]
-    base_path = resolve_base_model(recipe.base_model, models_dir, train_messages,
-                                   tiny_vocab_size=recipe.tiny_vocab_size, seed=recipe.value("seed"))
+    with distributed.main_process_first():  # data-parallel ranks share one built base
+        base_path = resolve_base_model(recipe.base_model, models_dir, train_messages,
+                                       tiny_vocab_size=recipe.tiny_vocab_size, seed=recipe.value("seed"))
     log(f"base model {recipe.base_model} -> {base_path}")
     random_base = is_random_init(base_path)
     on_cuda = dev["device"] == "cuda"
@@ -499,12 +493,17 @@ def train_sft(
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError(f"training diverged: non-finite loss; nothing saved, {model_dir} left as it was")
 
-    if model_dir.exists():
+    # Data-parallel: rank 0 writes the files; save_model runs on every rank (FSDP gathers the
+    # weights collectively) and writes on rank 0 only.
+    main = distributed.is_main()
+    if main and model_dir.exists():
         shutil.rmtree(model_dir)
+    distributed.barrier()
     trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
+    if main:
+        tokenizer.save_pretrained(str(model_dir))
     merged_path = None
-    if recipe.merge and peft_config is not None:
+    if main and recipe.merge and peft_config is not None:
         merged_path = output_dir / "merged"
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(merged_path))
@@ -513,9 +512,11 @@ def train_sft(
 
     tps = [r["tokens_per_s"] for r in history if r.get("tokens_per_s")]
     total_tokens = progress.num_tokens
-    curve = plot_loss_curve(history, output_dir / "loss_curve.png",
-                            title=f"{recipe.base_model} {'LoRA' if peft_config else 'full'} SFT")
-    (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    curve = output_dir / "loss_curve.png"
+    if main:
+        plot_loss_curve(history, curve, title=f"{recipe.base_model} {'LoRA' if peft_config else 'full'} SFT")
+        (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    distributed.barrier()  # the model folder is complete before any rank measures it
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     metrics: dict[str, Any] = {
         "train_loss": float(train_out.training_loss),

@@ -12,7 +12,6 @@ The asset sits in the concurrency pool ``gpu`` (limit it to 1 on the instance:
 
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +25,9 @@ from mrdabak_pipeline.core.training.config import (
     TrainRecipe,
     run_key,
 )
-from mrdabak_pipeline.core.training.sft import loss_history_table
+from mrdabak_pipeline.core.training.distributed import Distributed, launch_command
 from mrdabak_pipeline.defs.compat import DagsterPipesExecutionError
+from mrdabak_pipeline.defs.metadata import table
 from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline.defs.training.cloud import (
     CloudFineTuneConfig,
@@ -46,6 +46,28 @@ def _knob(short: str, note: str = "") -> Any:
     name = COMMON_KNOBS[short]
     default = RECIPE_DEFAULTS.get(name, "TRL's default")
     return Field(default=None, description=f"trl {name}; default {default}. {note}".strip())
+
+
+#: The logged numbers shown as a table beside the loss-curve file.
+LOSS_HISTORY_COLUMNS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "tokens_per_s")
+
+class DistributedConfig(dg.Config):
+    """Data-parallel training (`core.training.distributed.Distributed`): 1 process = no launcher."""
+
+    num_processes: int = Field(default=1, description="Training processes per machine (one per GPU).")
+    num_machines: int = Field(default=1, description="Machines; >1 needs main_process_ip and the same "
+                              "command on every machine with its machine_rank.")
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int = 29500
+    launcher: Literal["torchrun", "accelerate"] = Field(
+        default="torchrun", description="torchrun (any strategy through TRL fields) or accelerate launch.")
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        default="ddp", description="ddp replicates the model; fsdp/deepspeed shard it (accelerate launcher).")
+    accelerate_config: str | None = Field(default=None, description="An `accelerate config` YAML (FSDP/DeepSpeed details).")
+
+    def spec(self) -> Distributed:
+        return Distributed(**self.model_dump())
 
 
 class FineTuneConfig(dg.Config):
@@ -77,9 +99,10 @@ class FineTuneConfig(dg.Config):
         ),
     )
     cloud: CloudFineTuneConfig = Field(default_factory=CloudFineTuneConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     def recipe(self) -> TrainRecipe:
-        return TrainRecipe.from_config(self.model_dump(exclude={"backend", "cloud"}))
+        return TrainRecipe.from_config(self.model_dump(exclude={"backend", "cloud", "distributed"}))
 
 
 def model_value(result: dict[str, Any], high_water_mark: str | None, prompt_id: str | None = None) -> dict[str, Any]:
@@ -110,14 +133,14 @@ def _with_high_water_mark(out: dg.Output, mark: str | None) -> dg.Output:
     return dg.Output(value, metadata={**out.metadata, HIGH_WATER_MARK_KEY: dg.MetadataValue.text(mark or "")})
 
 
-def _run_training(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient, extras: dict[str, Any],
-                  output_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _run_training(context: dg.AssetExecutionContext, client: dg.PipesClient, command: list[str],
+                  extras: dict[str, Any], output_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Launch `external.train_entry`; (the result it reported, its materialization metadata).
 
     A failed process fails the asset with that process's own error (``error.json``), not Pipes' generic one.
     """
     try:
-        invocation = client.run(context=context, command=[sys.executable, "-m", TRAIN_ENTRY_MODULE], extras=extras)
+        invocation = client.run(context=context, command=command, extras=extras)
     except DagsterPipesExecutionError as exc:
         error_file = output_dir / ERROR_FILE
         detail = json.loads(error_file.read_text()) if error_file.exists() else {}
@@ -139,7 +162,7 @@ def _local_metadata(result: dict[str, Any]) -> dict[str, Any]:
         "model_path": dg.MetadataValue.path(result["model_path"]),
         "base_model_path": dg.MetadataValue.path(result["base_model_path"]),
         "loss_curve": dg.MetadataValue.path(result["loss_curve_path"]),
-        "loss_history": dg.MetadataValue.md(loss_history_table(result["log_history"])),
+        "loss_history": table(result["log_history"], LOSS_HISTORY_COLUMNS),
         "hyperparameters": dg.MetadataValue.json(result["params"]),
         "adapter_size_mb": round(result["metrics"]["model_size_bytes"] / 2**20, 3),
     }
@@ -161,7 +184,7 @@ def fine_tuned_model(
     config: FineTuneConfig,
     huggingface_dataset: dict[str, Any],
     openai_chat_dataset: dict[str, Any],
-    pipes_subprocess_client: dg.PipesSubprocessClient,
+    pipes_subprocess_client: dg.PipesClient,
     openai: OpenAIFineTuningResource,
     data_paths: DataPathsResource,
 ) -> dg.Output:
@@ -173,10 +196,11 @@ def fine_tuned_model(
         return _with_high_water_mark(out, mark)
 
     recipe = config.recipe()  # a bad setting fails here, before any process starts
+    command = launch_command(config.distributed.spec(), TRAIN_ENTRY_MODULE)
     models_dir = data_paths.sub("models")
     output_dir = models_dir / "fine_tuned" / run_key(huggingface_dataset, recipe)
     context.log.info(f"training {recipe.base_model} into {output_dir}")
-    result, reported = _run_training(context, pipes_subprocess_client, {
+    result, reported = _run_training(context, pipes_subprocess_client, command, {
         "settings": recipe.settings(),
         "dataset_path": str(huggingface_dataset["path"]),
         "output_dir": str(output_dir),

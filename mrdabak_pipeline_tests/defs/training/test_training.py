@@ -80,7 +80,9 @@ def test_local_backend_trains_in_a_pipes_process_and_the_adapter_reloads(tmp_pat
     assert md["tokens_per_s"].value > 0  # reported by the training process over Pipes
     assert md["train_wall_s"].value > 0 and md["device"].value == "cpu"
     assert Path(md["loss_curve"].value).read_bytes()[:4] == b"\x89PNG"  # the plot is a linked file
-    assert "| 6 |" in md["loss_history"].value and "data:image" not in md["loss_history"].value
+    history = md["loss_history"]  # the numbers as a typed table; the picture is the linked file
+    assert [c.name for c in history.schema.columns] == ["step", "epoch", "loss", "eval_loss", "learning_rate", "tokens_per_s"]
+    assert history.records[-1].data["step"] == 6
     hyper = md["hyperparameters"].value  # every setting in force: recipe defaults under the run config
     assert hyper["learning_rate"] == 2e-3 and hyper["num_train_epochs"] == 2 and hyper["use_peft"] is True
     assert md["adapter_size_mb"].value > 0
