@@ -17,6 +17,7 @@ import contextlib
 import email.parser
 import email.policy
 import itertools
+import json
 import socket
 import threading
 import time
@@ -74,6 +75,12 @@ class FakeState:
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     checkpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: GET /models: id -> extra fields (OpenAI ``shutdown_date``; Azure ``deprecation``/``capabilities``).
+    #: An id missing here is a 404, like a model the organisation cannot see; None = every id exists.
+    models: dict[str, dict[str, Any]] | None = None
+    jobs_blocked: bool = False  # POST /fine_tuning/jobs answers 403 (OpenAI's self-serve restrictions)
+    #: called inside POST /fine_tuning/jobs once the job exists, before the answer leaves (tests stop the run here)
+    after_create: Callable[[dict[str, Any]], None] | None = None
     faults: list[Fault] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
@@ -158,6 +165,32 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | No
     return parts
 
 
+def training_file_errors(data: bytes, method: str) -> list[str]:
+    """What the real API's file validation fails a job for: every line must fit the method's format.
+
+    supervised: ``{"messages": [...]}``; dpo: ``{"input": {"messages": [...]}, "preferred_output":
+    [assistant msg], "non_preferred_output": [assistant msg]}`` (OpenAI DPO guide).
+    """
+    errors: list[str] = []
+    for n, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            errors.append(f"line {n}: not JSON")
+            continue
+        if method == "dpo":
+            ok = (isinstance((row.get("input") or {}).get("messages"), list)
+                  and all(isinstance(row.get(k), list) and row[k] and row[k][0].get("role") == "assistant"
+                          for k in ("preferred_output", "non_preferred_output")))
+            if not ok:
+                errors.append(f"line {n}: a DPO example needs input.messages, preferred_output and non_preferred_output")
+        elif not isinstance(row.get("messages"), list):
+            errors.append(f"line {n}: no 'messages' key")
+    return errors
+
+
 def build_app(state: FakeState) -> FastAPI:
     """The FastAPI app over ``state`` (a new app per (re)start, the same state)."""
     app = FastAPI()
@@ -218,6 +251,21 @@ def build_app(state: FakeState) -> FastAPI:
         if file_id not in state.file_content:
             return _error(404, f"No such File object: {file_id}")
         return Response(state.file_content[file_id], media_type="application/octet-stream")
+
+    # ------------------------------------------------------------------ models
+    def model_object(model_id: str) -> dict[str, Any]:
+        extra = (state.models or {}).get(model_id) or {}
+        return {"id": model_id, "object": "model", "created": 1721260800, "owned_by": "system", **extra}
+
+    @api.get("/models")
+    async def list_models() -> Any:
+        return {"object": "list", "data": [model_object(m) for m in (state.models or {})]}
+
+    @api.get("/models/{model_id}")
+    async def get_model(model_id: str) -> Any:
+        if state.models is not None and model_id not in state.models:
+            return _error(404, f"The model `{model_id}` does not exist or you do not have access to it.", "model_not_found")
+        return model_object(model_id)
 
     # ------------------------------------------------------------------ jobs
     def add_event(job_id: str, message: str, level: str = "info", data: Any = None, type_: str = "message") -> None:
@@ -296,6 +344,8 @@ def build_app(state: FakeState) -> FastAPI:
     @api.post("/fine_tuning/jobs")
     async def create_job(request: Request) -> Any:
         body = await request.json()
+        if state.jobs_blocked:
+            return _error(403, "Your organization does not have access to create fine-tuning jobs.", "permission_denied")
         with state.lock:
             if body.get("training_file") not in state.files:
                 return _error(400, f"invalid training_file: {body.get('training_file')}", "invalid_training_file")
@@ -303,6 +353,11 @@ def build_app(state: FakeState) -> FastAPI:
             if vf and vf not in state.files:
                 return _error(400, f"invalid validation_file: {vf}", "invalid_validation_file")
             method = body.get("method") or {"type": "supervised", "supervised": {"hyperparameters": {}}}
+            for fid in filter(None, (body["training_file"], vf)):
+                problems = training_file_errors(state.file_content[fid], method["type"])
+                if problems:
+                    return _error(400, f"file {fid} is not a valid {method['type']} file: {problems[0]}",
+                                  "invalid_training_file")
             hp = dict((method.get(method["type"]) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
             for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
                 hp.setdefault(key, "auto")
@@ -319,10 +374,14 @@ def build_app(state: FakeState) -> FastAPI:
                 "metadata": body.get("metadata"), "user_provided_suffix": body.get("suffix"),
                 "method": {"type": method["type"], method["type"]: {"hyperparameters": hp}},
             }
+            if "trainingType" in body:  # Azure AI Foundry's training tier (extra_body)
+                job["trainingType"] = body["trainingType"]
             state.jobs[jid] = job
             state.progress[jid] = [script, 0]
             add_event(jid, f"Created fine-tuning job: {jid}")
             add_event(jid, f"Validating training file: {body['training_file']}")
+        if state.after_create is not None:
+            state.after_create(job)
         return job
 
     @api.get("/fine_tuning/jobs")
@@ -418,6 +477,9 @@ def build_app(state: FakeState) -> FastAPI:
     async def put_deployment(sub: str, rg: str, account: str, name: str, request: Request) -> Any:
         body = await request.json()
         model = body["properties"]["model"]["name"]
+        sku = (body.get("sku") or {}).get("name")
+        if sku not in ("standard", "GlobalStandard", "developertier"):
+            return _error(400, f"sku {sku!r} is not offered for fine-tuned models", "InvalidResourceProperties")
         with state.lock:
             if not any(j["fine_tuned_model"] == model for j in state.jobs.values()):
                 return _error(400, f"model {model} not found", "InvalidResourceProperties")

@@ -9,6 +9,19 @@ from typing import Any
 #: only `spec`'s price table, and importing the client pulls in the OpenAI SDK (0.6 s), which
 #: every worker process of the preparation stages would otherwise pay for at start.
 _WHERE: dict[str, str] = {
+    "DatasetChangedError": "mrdabak_pipeline.core.cloud.client",
+    "retries_logged": "mrdabak_pipeline.core.cloud.client",
+    "JobCreationRefusedError": "mrdabak_pipeline.core.cloud.lifecycle",
+    "PreflightError": "mrdabak_pipeline.core.cloud.lifecycle",
+    "ModelLifecycle": "mrdabak_pipeline.core.cloud.lifecycle",
+    "check_before_upload": "mrdabak_pipeline.core.cloud.lifecycle",
+    "model_lifecycle": "mrdabak_pipeline.core.cloud.lifecycle",
+    "retirement_warning": "mrdabak_pipeline.core.cloud.lifecycle",
+    "OPENAI_NEW_JOBS_END": "mrdabak_pipeline.core.cloud.lifecycle",
+    "AZURE_TRAINING_TYPES": "mrdabak_pipeline.core.cloud.spec",
+    "DEPLOYMENT_SKUS": "mrdabak_pipeline.core.cloud.azure",
+    "TrainingFiles": "mrdabak_pipeline.core.cloud.run",
+    "training_files": "mrdabak_pipeline.core.cloud.run",
     "API_KEY_ENV": "mrdabak_pipeline.core.cloud.client",
     "DEFAULT_BASE_MODEL": "mrdabak_pipeline.core.cloud.spec",
     "DEFAULT_SUFFIX": "mrdabak_pipeline.core.cloud.spec",

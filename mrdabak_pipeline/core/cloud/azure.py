@@ -21,6 +21,32 @@ ARM_API_VERSION = "2024-10-01"
 _DEPLOYMENT_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+#: Deployment type -> ARM sku name (Microsoft Learn: "Deploy a fine-tuned model" uses ``standard``;
+#: "Deploy a fine-tuned model for testing" uses ``developertier``; Global Standard is ``GlobalStandard``).
+DEPLOYMENT_SKUS: dict[str, str] = {"standard": "standard", "global_standard": "GlobalStandard", "developer": "developertier"}
+#: What each deployment type costs, recorded with the model so nobody is surprised by the bill.
+DEPLOYMENT_COST_NOTES: dict[str, str] = {
+    "standard": "Standard (regional): hourly hosting fee while deployed + per-token; data stays in region.",
+    "global_standard": "Global Standard: hourly hosting fee while deployed + per-token (global rates); "
+    "traffic may be processed outside the region.",
+    "developer": "Developer: no hourly hosting fee, per-token only; no SLA, no data residency; "
+    "the deployment is removed after 24 hours (evaluation only).",
+}
+TRAINING_COST_NOTES: dict[str | None, str] = {
+    None: "training type: the API's default for the model (billed per training hour on Azure).",
+    "Standard": "training type Standard: regional training (data stays in region), regional price.",
+    "GlobalStandard": "training type Global Standard: cheaper, faster queues; data and weights may leave the region.",
+    "Developer": "training type Developer: lowest price, no SLA, preemptible capacity.",
+}
+
+
+def deployment_sku(deployment_type: str) -> str:
+    """The ARM sku name of a deployment type (``standard``/``global_standard``/``developer``)."""
+    if deployment_type not in DEPLOYMENT_SKUS:
+        raise ValueError(f"deployment type must be one of {sorted(DEPLOYMENT_SKUS)}, got {deployment_type!r}")
+    return DEPLOYMENT_SKUS[deployment_type]
+
+
 class AzureDeploymentError(RuntimeError):
     """ARM refused or never finished the deployment (status and ARM's message included)."""
 
@@ -100,7 +126,7 @@ def deploy_fine_tuned_model(
             http.close()
 
 
-def manual_deployment_steps(model_id: str, deployment: str, account_name: str | None = None) -> str:
+def manual_deployment_steps(model_id: str, deployment: str, account_name: str | None = None, sku: str = "standard") -> str:
     """Markdown for the person who deploys by hand (no ARM credentials configured)."""
     account = account_name or "<your-azure-openai-resource>"
     return (
@@ -110,5 +136,5 @@ def manual_deployment_steps(model_id: str, deployment: str, account_name: str | 
         "Or with the Azure CLI:\n```\n"
         f"az cognitiveservices account deployment create -g <resource-group> -n {account} \\\n"
         f"  --deployment-name {deployment} --model-name {model_id} --model-version 1 \\\n"
-        "  --model-format OpenAI --sku-name standard --sku-capacity 1\n```"
+        f"  --model-format OpenAI --sku-name {sku} --sku-capacity 1\n```"
     )

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import openai
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from mrdabak_pipeline.core.cloud.lifecycle import JobCreationRefusedError
 from mrdabak_pipeline.core.cloud.results import ResultFileError, parse_result_csv, summarize_curve
 from mrdabak_pipeline.core.cloud.spec import META_FINGERPRINT, JobSpec, training_cost_usd, validate_backend
 from mrdabak_pipeline.core.runtime.files import sha256_file
@@ -42,6 +45,10 @@ DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
 
 class CloudCredentialsError(RuntimeError):
     """A cloud job was requested without the credentials it needs (names the env var to set)."""
+
+
+class DatasetChangedError(ValueError):
+    """The file on disk no longer has the sha256 its dataset recorded: it is never uploaded under the old hash."""
 
 
 class JobFailedError(RuntimeError):
@@ -146,11 +153,21 @@ class FineTuningClient:
         return None
 
     def upload(self, path: str | Path, sha256: str | None = None) -> Upload:
-        """Upload ``path`` for fine-tuning unless a file with the same content hash is already there."""
+        """Upload ``path`` for fine-tuning unless a file with the same content hash is already there.
+
+        The bytes that go up are the bytes hashed here, and that hash must equal ``sha256`` (what the
+        dataset asset recorded): a file rewritten since is refused with `DatasetChangedError`, so an
+        upload's name always tells the truth about its content.
+        """
         path = Path(path)
-        digest = sha256 or sha256_file(path)
-        name = upload_filename(path, digest)
         data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise DatasetChangedError(
+                f"{path} changed on disk since its dataset was materialized (recorded sha256 {sha256[:12]}, "
+                f"now {digest[:12]}): materialize the dataset again; nothing was uploaded"
+            )
+        name = upload_filename(path, digest)
         existing = self.find_upload(name, len(data))
         if existing is not None:
             return Upload(existing.id, name, digest, reused=True)
@@ -218,8 +235,13 @@ class FineTuningClient:
         train_sha256: str | None = None,
         validation_sha256: str | None = None,
         run_id: str = "manual",
+        on_upload: Callable[[Upload], None] | None = None,
     ) -> JobHandle:
-        """Attach to the job already running/succeeded for this data+hyperparameters, else create it."""
+        """Attach to the job already running/succeeded for this data+hyperparameters, else create it.
+
+        ``on_upload`` hears of each upload as soon as it exists: if the run is stopped while the
+        job is being created, the caller can still find that job (by these file ids) and cancel it.
+        """
         train_sha = train_sha256 or sha256_file(train_path)
         valid_sha = validation_sha256 or (sha256_file(validation_path) if validation_path else None)
         fingerprint = spec.fingerprint(train_sha, valid_sha)
@@ -227,8 +249,12 @@ class FineTuningClient:
         if existing is not None:
             return JobHandle(existing, attached=True, fingerprint=fingerprint)
         uploads = [self.upload(train_path, train_sha)]
+        if on_upload:
+            on_upload(uploads[0])
         if validation_path:
             uploads.append(self.upload(validation_path, valid_sha))
+            if on_upload:
+                on_upload(uploads[1])
         training_file = uploads[0].file_id
         validation_file = uploads[1].file_id if len(uploads) > 1 else None
         existing = self.find_reusable_job(
@@ -249,8 +275,17 @@ class FineTuningClient:
             kwargs["seed"] = spec.seed
         if spec.integrations():
             kwargs["integrations"] = spec.integrations()
+        if spec.extra_body():
+            kwargs["extra_body"] = spec.extra_body()
         try:
             job = self.sdk.fine_tuning.jobs.create(**kwargs)
+        except openai.PermissionDeniedError as exc:
+            raise JobCreationRefusedError(
+                f"the {self.backend} API refused to create a fine-tuning job for this organisation/resource "
+                f"(HTTP 403: {exc.message}). OpenAI blocks organisations without recent fine-tuning use since "
+                "2026-05-07/2026-07-02 and everyone from 2027-01-06: use backend 'azure' or 'local'. "
+                "The uploads are kept and reused on the next try."
+            ) from exc
         except openai.BadRequestError as exc:
             # Older Azure API versions reject `metadata`; the file-id match above still finds the job.
             if self.backend != "azure" or "metadata" not in str(exc):
@@ -386,6 +421,34 @@ class FineTuningClient:
             "created_at": job.created_at,
             "finished_at": job.finished_at,
         }
+
+
+@contextlib.contextmanager
+def retries_logged(sdk: openai.OpenAI, log: Callable[[str], None]) -> Iterator[None]:
+    """Report every retry the SDK makes (status, request, wait) while the block runs.
+
+    The SDK retries 429/5xx/connection errors itself and says so only on its own logger, without
+    the status; a rate-limit storm was invisible in the run log. The SDK's retry sleep is
+    overridden on this client instance only (and restored after): the same three steps it takes
+    (compute the wait honouring ``retry-after``, log, sleep), with the status added.
+    """
+    calculate = getattr(sdk, "_calculate_retry_timeout", None)
+    if calculate is None or not hasattr(sdk, "_sleep_for_retry"):  # an SDK without the hook: nothing to add
+        yield
+        return
+
+    def sleep_for_retry(*, retries_taken: int, max_retries: int, options: Any, response: Any) -> None:
+        wait = calculate(max_retries - retries_taken, options, response.headers if response is not None else None)
+        status = f"HTTP {response.status_code}" if response is not None else "connection error"
+        log(f"API retry {retries_taken + 1}/{max_retries}: {str(options.method).upper()} {options.url} -> "
+            f"{status}, waiting {wait:.2f}s")
+        time.sleep(wait)
+
+    sdk._sleep_for_retry = sleep_for_retry  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del sdk._sleep_for_retry  # back to the class's method
 
 
 def describe_job(job: FineTuningJob) -> dict[str, Any]:

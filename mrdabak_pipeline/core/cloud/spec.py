@@ -57,6 +57,13 @@ _AZURE_MODEL_NAMES: dict[str, str] = {
 Auto = Literal["auto"]
 HParam = int | float | str
 
+#: Azure AI Foundry training types, sent as ``extra_body={"trainingType": ...}`` on job creation
+#: (Microsoft Learn, "Customize a model with the Foundry Python SDK": "Other options are
+#: `Standard` and `Developer`"). Global Standard is the cheaper, faster-queuing tier but copies
+#: data and weights out of the resource's region; Standard keeps them in-region; Developer is the
+#: cheapest and carries no SLA. None: the API's default for the model.
+AZURE_TRAINING_TYPES: dict[str, str] = {"standard": "Standard", "global_standard": "GlobalStandard", "developer": "Developer"}
+
 
 class CloudSpecError(ValueError):
     """A job specification the API would reject: raised before anything is uploaded."""
@@ -129,6 +136,7 @@ class JobSpec:
     seed: int | None
     suffix: str
     wandb_project: str | None = None
+    training_type: str | None = None  # Azure only: a value of AZURE_TRAINING_TYPES (None: API default)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -145,6 +153,10 @@ class JobSpec:
         """The ``method=`` argument of ``client.fine_tuning.jobs.create``."""
         return {"type": self.method, self.method: {"hyperparameters": self.hyperparameters}}
 
+    def extra_body(self) -> dict[str, Any] | None:
+        """Fields the SDK does not model: Azure's ``trainingType``."""
+        return {"trainingType": self.training_type} if self.training_type else None
+
     def integrations(self) -> list[dict[str, Any]] | None:
         if not self.wandb_project:
             return None
@@ -153,6 +165,8 @@ class JobSpec:
     def fingerprint(self, train_sha256: str, validation_sha256: str | None) -> str:
         """Same data + same hyperparameters => same fingerprint => the same (already paid) job."""
         payload = {k: v for k, v in asdict(self).items() if k != "wandb_project"}
+        if payload["training_type"] is None:  # absent = the fingerprints of jobs made before the field existed
+            del payload["training_type"]
         payload["train_sha256"] = train_sha256
         payload["validation_sha256"] = validation_sha256 or ""
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -180,6 +194,7 @@ def build_job_spec(
     seed: int | None = None,
     suffix: str | None = None,
     wandb_project: str | None = None,
+    training_type: str | None = None,
 ) -> JobSpec:
     """Validate every field the API would check, so nothing is uploaded for a doomed job."""
     validate_backend(backend)
@@ -189,6 +204,11 @@ def build_job_spec(
         raise CloudSpecError("model must not be empty")
     if beta is not None and method != "dpo":
         raise CloudSpecError("beta only applies to the 'dpo' method")
+    if training_type is not None:
+        if backend != "azure":
+            raise CloudSpecError("training_type is an Azure AI Foundry setting (the openai backend has none)")
+        if training_type not in AZURE_TRAINING_TYPES:
+            raise CloudSpecError(f"training_type must be one of {sorted(AZURE_TRAINING_TYPES)}, got {training_type!r}")
     if seed is not None and (isinstance(seed, bool) or not 0 <= int(seed) <= 2_147_483_647):
         raise CloudSpecError(f"seed must be an integer in [0, 2147483647], got {seed!r}")
     return JobSpec(
@@ -204,6 +224,7 @@ def build_job_spec(
         seed=None if seed is None else int(seed),
         suffix=validate_suffix(suffix, backend),
         wandb_project=wandb_project or None,
+        training_type=AZURE_TRAINING_TYPES[training_type] if training_type else None,
     )
 
 
