@@ -76,7 +76,6 @@ def openai_client(srv: FakeOpenAIServer) -> FineTuningClient:
     return FineTuningClient(make_sdk_client("openai", api_key=KEY, base_url=srv.openai_base_url))
 
 
-@pytest.mark.integration
 def test_a_run_creates_follows_and_sums_up_the_job(server: FakeOpenAIServer, dataset: dict[str, Any], tmp_path: Path) -> None:
     rec = Recorder()
     result = run_cloud_fine_tune(openai_client(server), request(dataset, tmp_path), rec.hooks())
@@ -98,7 +97,6 @@ def test_a_run_creates_follows_and_sums_up_the_job(server: FakeOpenAIServer, dat
     assert again.attached and again.job_id == result.job_id and server.state.jobs_created == 1
 
 
-@pytest.mark.integration
 def test_an_interrupt_cancels_the_job_or_keeps_it(server: FakeOpenAIServer, dataset: dict[str, Any], tmp_path: Path) -> None:
     rec = Recorder(stop_after=1)
     with pytest.raises(Stopped):
@@ -113,7 +111,6 @@ def test_an_interrupt_cancels_the_job_or_keeps_it(server: FakeOpenAIServer, data
     assert alive["status"] not in ("cancelled", "failed") and any("keeps running" in m for _, m in kept.lines)
 
 
-@pytest.mark.integration
 def test_a_failed_job_and_a_missing_dataset_raise_before_any_value(
     server: FakeOpenAIServer, dataset: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -126,7 +123,6 @@ def test_a_failed_job_and_a_missing_dataset_raise_before_any_value(
     assert failed.value.code == "invalid_training_file" and failed.value.message == "bad line 4"
 
 
-@pytest.mark.integration
 def test_azure_deploys_via_arm_or_says_how(server: FakeOpenAIServer, dataset: dict[str, Any], tmp_path: Path) -> None:
     server.state.api_key = KEY
     server.state.arm_token = "arm-token"
