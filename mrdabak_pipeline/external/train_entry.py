@@ -10,6 +10,12 @@ Streams each training log line as a Dagster log message, reports the final metri
 ``report_asset_materialization`` and the full result (the asset value) as a custom message.
 On failure it writes ``error.json`` beside the checkpoints so the asset can fail with this
 process's own error message, then re-raises (Pipes also reports the traceback).
+
+Under ``torchrun`` / ``accelerate launch`` (``distributed`` in the run config, see
+`core.training.distributed`) every rank runs this script: only rank 0 opens Dagster Pipes (one
+stream of log lines, one result); the other ranks read the same extras from the Pipes context and
+report nothing (`SilentPipes`). Each process trains ``batch_size / world_size`` examples per step,
+so an optimizer step holds the same examples as a one-process run.
 """
 
 from __future__ import annotations
@@ -20,12 +26,20 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import (
+    PipesContext,
+    PipesDefaultContextLoader,
+    PipesEnvVarParamsLoader,
+    open_dagster_pipes,
+)
 
-from mrdabak_pipeline.core.training.config import TrainRecipe
+from mrdabak_pipeline.core.training import distributed
+from mrdabak_pipeline.core.training.config import COMMON_KNOBS, TrainRecipe
 from mrdabak_pipeline.core.training.sft import train_sft
 
 ERROR_FILE = "error.json"
@@ -40,20 +54,81 @@ def scalar_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(pipes: PipesContext) -> dict[str, Any]:
+class _Quiet:
+    """A logger that drops lines (ranks other than 0 say nothing to Dagster)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+
+class SilentPipes:
+    """What a rank other than 0 sees instead of a `PipesContext`: the same extras, no reporting
+    (a second rank writing Pipes messages would interleave its log lines and report twice)."""
+
+    def __init__(self, extras: dict[str, Any]) -> None:
+        self.extras = extras
+        self.log = _Quiet()
+
+    def report_custom_message(self, payload: Any) -> None:
+        pass
+
+    def report_asset_materialization(self, **kwargs: Any) -> None:
+        pass
+
+
+@contextmanager
+def open_pipes_for_rank() -> Iterator[PipesContext | SilentPipes]:
+    """`open_dagster_pipes` on rank 0; on other ranks the extras read from the Pipes context
+    (a temp file locally, an environment variable in a Kubernetes pod) and nothing else."""
+    if distributed.is_main():
+        with open_dagster_pipes() as pipes:
+            yield pipes
+        return
+    params = PipesEnvVarParamsLoader().load_context_params()
+    with PipesDefaultContextLoader().load_context(params) as data:
+        extras = dict(data.get("extras") or {})
+    yield SilentPipes(extras)
+
+
+def process_recipe(settings: dict[str, Any], processes: int) -> TrainRecipe:
+    """The recipe one of ``processes`` data-parallel processes trains: the same examples per
+    optimizer step in total (`distributed.per_process_batch`), everything else unchanged."""
+    recipe = TrainRecipe.from_settings(settings)
+    if processes == 1:
+        return recipe
+    name = COMMON_KNOBS["batch_size"]
+    return recipe.with_settings(**{name: distributed.per_process_batch(int(recipe.value(name)), processes)})
+
+
+def _write_error(output_dir: Path, exc: BaseException) -> None:
+    """Rank 0's error always; another rank's only when rank 0 wrote none (rank 0 is usually the
+    one that failed first, the others are then stopped by the launcher)."""
+    body = json.dumps({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20)})
+    try:
+        with open(output_dir / ERROR_FILE, "w" if distributed.is_main() else "x") as f:
+            f.write(body)
+    except FileExistsError:
+        pass
+
+
+def run(pipes: PipesContext | SilentPipes) -> dict[str, Any]:
     extras = pipes.extras
     output_dir = Path(extras["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / ERROR_FILE).unlink(missing_ok=True)
+    if distributed.is_main():
+        (output_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        recipe = TrainRecipe.from_settings(dict(extras.get("settings") or {}))
+        processes = distributed.world_size()
+        recipe = process_recipe(dict(extras.get("settings") or {}), processes)
+        if processes > 1:
+            pipes.log.info(f"{processes} data-parallel processes, "
+                           f"{recipe.value(COMMON_KNOBS['batch_size'])} examples each per optimizer step")
         result = train_sft(recipe, extras["dataset_path"], output_dir, extras["models_dir"], log=pipes.log.info)
     except BaseException as exc:
-        (output_dir / ERROR_FILE).write_text(json.dumps({
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(limit=20),
-        }))
+        _write_error(output_dir, exc)
         raise
+    if not distributed.is_main():
+        return result
     (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=str))
     pipes.report_custom_message(result)
     pipes.report_asset_materialization(metadata=scalar_metrics(result))
@@ -86,7 +161,11 @@ def watch_parent(interval_s: float = 2.0) -> threading.Thread:
 
 def main() -> None:
     watch_parent()
-    with open_dagster_pipes() as pipes:
+    if distributed.world_size() > 1:
+        from mrdabak_pipeline.core.training.sft import device_info
+
+        distributed.init_process_group(cuda=device_info()["device"] == "cuda")
+    with open_pipes_for_rank() as pipes:
         run(pipes)
 
 
