@@ -149,3 +149,49 @@ def check_before_upload(
         if warning:
             warnings.append(warning)
     return Preflight(lifecycle=lifecycle, warnings=warnings)
+
+
+#: Published shutdown dates (OpenAI deprecations page as reported in Oct 2026; the API's own
+#: ``shutdown_date`` wins when a run recorded it). Used only where a model value carries no date.
+KNOWN_SHUTDOWNS: dict[str, date] = {
+    "gpt-4o-mini-2024-07-18": date(2027, 1, 14),
+    "gpt-4o-2024-08-06": date(2027, 1, 14),
+    "gpt-4o-2024-11-20": date(2027, 1, 14),
+    "gpt-4.1-2025-04-14": date(2027, 1, 14),
+    "gpt-4.1-mini-2025-04-14": date(2027, 1, 14),
+    "gpt-4.1-nano-2025-04-14": date(2026, 10, 23),
+}
+
+
+def base_of(model_id: str) -> str:
+    """The base model of a fine-tune id: OpenAI ``ft:<base>:<org>:<suffix>:<id>``, Azure ``<base>.ft-<job>``."""
+    if model_id.startswith("ft:"):
+        return model_id.split(":")[1]
+    return model_id.split(".ft-")[0]
+
+
+@dataclass(frozen=True)
+class RetirementCheck:
+    passed: bool
+    message: str
+    base_model: str | None = None
+    retires_on: date | None = None
+
+
+def check_model_value(value: dict[str, Any], today: date, within_days: int = DEFAULT_RETIREMENT_WARNING_DAYS) -> RetirementCheck:
+    """For a ``fine_tuned_model`` / ``promoted_model`` value: does its base model retire within ``within_days``?
+
+    Local models never retire (the weights are ours). A cloud value's recorded
+    ``base_model_retires_on`` wins; otherwise `KNOWN_SHUTDOWNS` for its base model.
+    """
+    if value.get("backend", "local") == "local":
+        return RetirementCheck(True, "local model: the weights are ours, nothing retires")
+    base = value.get("base_model") or base_of(str(value.get("model_id") or ""))
+    recorded = _day(value.get("base_model_retires_on"))
+    retires_on = recorded or KNOWN_SHUTDOWNS.get(base)
+    if retires_on is None:
+        return RetirementCheck(True, f"no shutdown date announced for {base}", base, None)
+    warning = retirement_warning(ModelLifecycle(model=base, exists=True, retires_on=retires_on), today, within_days)
+    if warning:
+        return RetirementCheck(False, warning, base, retires_on)
+    return RetirementCheck(True, f"{base} shuts down on {retires_on} ({(retires_on - today).days} days)", base, retires_on)

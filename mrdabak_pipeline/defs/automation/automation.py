@@ -110,8 +110,9 @@ daily_refresh_job = define_asset_job(
 
 datasets_job = define_asset_job(
     "datasets_job",
-    selection=AssetSelection.assets(*DATASET_ASSETS),
-    description="Rebuild the OpenAI chat and Hugging Face datasets from every stored day.",
+    # dpo_dataset too: fine_tuned_model reads it (cloud method dpo), so it must be rebuilt with the others
+    selection=AssetSelection.assets(*DATASET_ASSETS, "dpo_dataset"),
+    description="Rebuild the OpenAI chat, Hugging Face and DPO preference datasets from every stored day.",
     tags={"mrdabak/stage": "datasets"},
 )
 

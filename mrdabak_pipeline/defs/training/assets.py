@@ -175,7 +175,8 @@ def _local_metadata(result: dict[str, Any]) -> dict[str, Any]:
     description=(
         "Fine-tuned model. local: TRL SFT (peft LoRA or full) on huggingface_dataset in a Pipes "
         "subprocess, GPU (bf16) when present else CPU fp32, resumable from checkpoints; "
-        "openai/azure: a cloud fine-tuning job on openai_chat_dataset. Value: backend, base_model, "
+        "openai/azure: a cloud fine-tuning job on openai_chat_dataset (method supervised) or dpo_dataset "
+        "(method dpo). Value: backend, base_model, "
         "base_model_path, model_path, is_adapter, model_id, base_url, metrics, data_high_water_mark."
     ),
 )
@@ -184,12 +185,14 @@ def fine_tuned_model(
     config: FineTuneConfig,
     huggingface_dataset: dict[str, Any],
     openai_chat_dataset: dict[str, Any],
+    dpo_dataset: dict[str, Any],
     pipes_subprocess_client: dg.PipesClient,
     openai: OpenAIFineTuningResource,
     data_paths: DataPathsResource,
 ) -> dg.Output:
     if config.backend != "local":
-        out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset, data_paths)
+        out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset, data_paths,
+                                  dpo_dataset)
         out = dg.Output(dict(out.value) | {"prompt_id": openai_chat_dataset.get("prompt_id")},
                         metadata={**out.metadata, "prompt_id": openai_chat_dataset.get("prompt_id") or ""})
         mark = openai_chat_dataset.get(HIGH_WATER_MARK_KEY) or huggingface_dataset.get(HIGH_WATER_MARK_KEY)

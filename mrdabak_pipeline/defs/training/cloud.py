@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import date
 from typing import Any, Literal
 
 import dagster as dg
@@ -28,14 +29,17 @@ from mrdabak_pipeline.core.cloud import (
     CloudFineTuneRequest,
     CloudFineTuneResult,
     CloudHooks,
+    DatasetChangedError,
     DatasetNotReadyError,
     FineTuningClient,
+    JobCreationRefusedError,
     JobFailedError,
+    PreflightError,
     build_job_spec,
     make_sdk_client,
 )
 from mrdabak_pipeline.core.cloud import run_cloud_fine_tune as core_run
-from mrdabak_pipeline.core.cloud.azure import ARM_BASE_URL
+from mrdabak_pipeline.core.cloud.azure import ARM_BASE_URL, deployment_sku
 from mrdabak_pipeline.core.cloud.client import DEFAULT_AZURE_API_VERSION
 from mrdabak_pipeline.core.cloud.run import CHECKPOINT_COLUMNS
 from mrdabak_pipeline.defs.metadata import table
@@ -49,14 +53,30 @@ RUN_TAG_JOB_ID = "mrdabak/cloud_job_id"
 # Indirection so tests can simulate a run that dies or is terminated mid-poll.
 _poll_sleep = time.sleep
 #: The config fields that make the job (and its fingerprint); the rest say how to follow and deploy it.
-_SPEC_FIELDS = ("model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix", "wandb_project")
+_SPEC_FIELDS = ("model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix",
+                "wandb_project", "training_type")
+#: Refusals that a retry cannot fix (nothing was uploaded, or the API said no): fail without retrying.
+_FINAL_ERRORS = (DatasetNotReadyError, DatasetChangedError, PreflightError, JobCreationRefusedError)
 
 
 class CloudFineTuneConfig(dg.Config):
     """One cloud fine-tuning job. Numbers may be given as numbers, numeric text or "auto"."""
 
     model: str = Field(default=DEFAULT_BASE_MODEL, description="Base model (Azure names are mapped).")
-    method: Literal["supervised", "dpo"] = "supervised"
+    method: Literal["supervised", "dpo"] = Field(
+        default="supervised", description="supervised: openai_chat_dataset; dpo: dpo_dataset's OpenAI pair files."
+    )
+    training_type: str | None = Field(
+        default=None,
+        description="Azure AI Foundry training type (trainingType): standard | global_standard | developer. "
+        "global_standard is cheaper but may leave the "
+        "region; standard keeps data in region; developer is cheapest, no SLA. None: the API's default.",
+    )
+    serve_until: str | None = Field(
+        default=None,
+        description="YYYY-MM-DD, the last day the model must answer: a base model retiring earlier is refused before upload.",
+    )
+    retirement_warning_days: int = Field(default=90, description="Warn when the base model retires within this many days.")
     n_epochs: Any = Field(default="auto", description='Epochs: an integer 1-50 or "auto".')
     batch_size: Any = Field(default="auto", description='Batch size: an integer 1-256 or "auto".')
     learning_rate_multiplier: Any = Field(default="auto", description='A positive number or "auto".')
@@ -74,7 +94,11 @@ class CloudFineTuneConfig(dg.Config):
     azure_api_version: str | None = Field(default=None, description="Overrides the resource's api_version.")
     azure_deployment_name: str | None = Field(default=None, description="Default: '<suffix>-<job id tail>'.")
     azure_deploy: bool = Field(default=True, description="Create the Azure deployment after success.")
-    azure_sku: str = "standard"
+    azure_deployment_type: Literal["standard", "global_standard", "developer"] = Field(
+        default="standard",
+        description="standard/global_standard: hourly hosting fee + tokens; developer: tokens only, no SLA, "
+        "removed after 24 hours (evaluation).",
+    )
     azure_capacity: int = 1
 
 
@@ -157,11 +181,13 @@ def default_openai_resource() -> OpenAIFineTuningResource:
 
 def _azure_serving(resource: OpenAIFineTuningResource, config: CloudFineTuneConfig) -> AzureServing:
     """Where an Azure model is deployed: via ARM when every ARM setting is there, else by a person."""
+    sku = deployment_sku(config.azure_deployment_type)
     return AzureServing(
         endpoint=resource.resolved_azure_endpoint(),
         deployment_name=config.azure_deployment_name,
-        arm_target=resource.arm_target(config.azure_sku, config.azure_capacity) if config.azure_deploy else None,
+        arm_target=resource.arm_target(sku, config.azure_capacity) if config.azure_deploy else None,
         account_name=resource.arm_account_name,
+        deployment_type=config.azure_deployment_type,
     )
 
 
@@ -205,6 +231,14 @@ def cloud_metadata(result: CloudFineTuneResult) -> dict[str, Any]:
         metadata["curve_error"] = dg.MetadataValue.text(result.curve_error)
     if result.deployment_note:
         metadata["azure_deployment"] = dg.MetadataValue.md(result.deployment_note)
+    if result.deployment_name:
+        metadata["deployment_name"] = dg.MetadataValue.text(result.deployment_name)
+    if result.cost_notes:
+        metadata["cost_notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in result.cost_notes if n))
+    metadata["base_model_retires_on"] = dg.MetadataValue.text(
+        result.base_model_retires_on.isoformat() if result.base_model_retires_on else "no date announced")
+    if result.preflight_warnings:
+        metadata["preflight_warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.preflight_warnings))
     return metadata
 
 
@@ -215,14 +249,18 @@ def run_cloud_fine_tune(
     backend: str,
     openai_dataset: dict[str, Any],
     data_paths: DataPathsResource,
+    dpo_dataset: dict[str, Any] | None = None,
 ) -> dg.Output:
     """The cloud branch of ``fine_tuned_model``: config/resources in, `core.cloud.run` does the work.
 
+    ``method: dpo`` trains on `dpo_dataset` (its OpenAI pair files), ``supervised`` on the chat dataset.
     `data_paths` is the run's configured resource (where the loss curve goes), never a default one.
     """
     request = CloudFineTuneRequest(
         spec=build_job_spec(backend=backend, **config.model_dump(include=set(_SPEC_FIELDS))),  # refused before uploads
-        dataset=openai_dataset,
+        dataset=(dpo_dataset or {}) if config.method == "dpo" else openai_dataset,
+        serve_until=date.fromisoformat(config.serve_until) if config.serve_until else None,
+        retirement_warning_days=config.retirement_warning_days,
         models_dir=data_paths.sub("models") / "cloud",
         run_id=context.run.run_id,
         poll_interval_s=config.poll_interval_s,
@@ -233,7 +271,7 @@ def run_cloud_fine_tune(
     client = resource.get_client(backend, config.azure_api_version)
     try:
         result = core_run(client, request, _hooks(context))
-    except DatasetNotReadyError as exc:
+    except _FINAL_ERRORS as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except JobFailedError as exc:
         raise dg.Failure(

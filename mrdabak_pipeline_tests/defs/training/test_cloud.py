@@ -55,12 +55,16 @@ def dataset(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def assets_for(dataset: dict[str, Any], backend: str = "openai") -> list[dg.AssetsDefinition]:
-    """A stand-in for the real openai_chat_dataset and a fine_tuned_model as thin as training.py's."""
+def assets_for(dataset: dict[str, Any], backend: str = "openai", dpo: dict[str, Any] | None = None) -> list[dg.AssetsDefinition]:
+    """Stand-ins for the real openai_chat_dataset / dpo_dataset and a fine_tuned_model as thin as training.py's."""
 
     @dg.asset(name="openai_chat_dataset")
     def openai_chat_dataset() -> dict[str, Any]:
         return dataset
+
+    @dg.asset(name="dpo_dataset")
+    def dpo_dataset() -> dict[str, Any]:
+        return dpo or {"format": "dpo", "pair_count": 0}
 
     @dg.asset(name="fine_tuned_model")
     def fine_tuned_model(
@@ -69,10 +73,11 @@ def assets_for(dataset: dict[str, Any], backend: str = "openai") -> list[dg.Asse
         openai_ft: OpenAIFineTuningResource,
         data_paths: DataPathsResource,
         openai_chat_dataset: dict[str, Any],
+        dpo_dataset: dict[str, Any],
     ) -> dg.Output:
-        return run_cloud_fine_tune(context, openai_ft, config, backend, openai_chat_dataset, data_paths)
+        return run_cloud_fine_tune(context, openai_ft, config, backend, openai_chat_dataset, data_paths, dpo_dataset)
 
-    return [openai_chat_dataset, fine_tuned_model]
+    return [openai_chat_dataset, dpo_dataset, fine_tuned_model]
 
 
 def materialize(
@@ -83,10 +88,11 @@ def materialize(
     *,
     backend: str = "openai",
     resource: OpenAIFineTuningResource | None = None,
+    dpo: dict[str, Any] | None = None,
     **config: Any,
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        assets_for(dataset, backend),
+        assets_for(dataset, backend, dpo),
         instance=instance,
         resources={
             "openai_ft": resource or OpenAIFineTuningResource(base_url=server.openai_base_url),
@@ -307,3 +313,70 @@ def test_loss_curve_is_written_under_the_configured_data_root(
     curve = Path(materialization(result).metadata["loss_curve"].value)
     assert curve.is_file() and curve.is_relative_to(tmp_path / "configured" / "models" / "cloud")
     assert not (tmp_path / "data" / "models").exists()  # nothing under the default MRDABAK_DATA_DIR
+
+
+# ---------------------------------------------------------------- issue 18
+def failure_of(result: dg.ExecuteInProcessResult) -> Any:
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    return failure.step_failure_data
+
+
+def test_dpo_method_trains_on_dpo_dataset_and_retries_show_in_the_run_log(
+    server: FakeOpenAIServer, dataset: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path,
+) -> None:
+    from mrdabak_pipeline_tests.core.cloud.test_issue18 import dpo_dataset
+
+    dpo = dpo_dataset(tmp_path)
+    server.state.inject(429, count=1, path_contains="/files", method="POST")
+    result = materialize(server, dataset, instance, tmp_path, dpo=dpo, method="dpo")
+    assert result.success
+    (job,) = server.state.jobs.values()
+    assert job["method"]["type"] == "dpo"
+    assert server.state.file_content[job["training_file"]] == Path(dpo["openai_train_path"]).read_bytes()
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("API retry 1/5") and "HTTP 429" in m for m in messages)
+    metadata = materialization(result).metadata
+    assert metadata["base_model_retires_on"].value == "no date announced"
+
+
+def test_refusals_before_upload_fail_without_retry(
+    server: FakeOpenAIServer, dataset: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path,
+) -> None:
+    Path(dataset["train_path"]).write_text("{}\n", encoding="utf-8")  # rewritten after the dataset run
+    changed = failure_of(materialize(server, dataset, instance, tmp_path))
+    assert "changed on disk" in str(changed.user_failure_data.description)
+    server.state.models = {}
+    missing = failure_of(materialize(server, {**dataset, "train_sha256": sha256_file(Path(dataset["train_path"]))},
+                                     instance, tmp_path))
+    assert "not available" in str(missing.user_failure_data.description)
+    assert server.state.uploads == 0
+
+
+def test_termination_right_after_creation_cancels_the_job(
+    server: FakeOpenAIServer, dataset: dict[str, Any], instance: dg.DagsterInstance, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM lands while the job id is being recorded (before polling starts): the job is still cancelled."""
+
+    def interrupted(self: Any, run_id: str, tags: dict[str, str]) -> None:
+        if cloud_defs.RUN_TAG_JOB_ID in tags:
+            raise dg.DagsterExecutionInterruptedError()
+
+    monkeypatch.setattr(dg.DagsterInstance, "add_run_tags", interrupted)
+    result = materialize(server, dataset, instance, tmp_path)
+    assert not result.success
+    (job,) = server.state.jobs.values()
+    assert job["status"] == "cancelled"
+    assert ("POST", f"/v1/fine_tuning/jobs/{job['id']}/cancel") in server.state.requests
+
+
+def test_retirement_checks_warn_for_cloud_models_only() -> None:
+    from datetime import date
+
+    from mrdabak_pipeline.defs.training.checks import retirement_result
+
+    soon = retirement_result({"backend": "openai", "model_id": "ft:gpt-4o-mini-2024-07-18:org:mrdabak:abc"}, date(2026, 12, 1))
+    assert not soon.passed and soon.severity == dg.AssetCheckSeverity.WARN and "2027-01-14" in (soon.description or "")
+    assert retirement_result({"backend": "openai", "model_id": "ft:x", "base_model_retires_on": "2030-01-01"},
+                             date(2026, 12, 1)).passed
+    assert retirement_result({"backend": "local", "model_path": "/m"}, date(2026, 12, 1)).passed

@@ -37,7 +37,11 @@ def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
     def oa() -> dict[str, Any]:
         return {"train_path": "unused.jsonl", "data_high_water_mark": MARK}
 
-    return [hf, oa]
+    @dg.asset(name="dpo_dataset")
+    def dpo() -> dict[str, Any]:
+        return {"format": "dpo", "pair_count": 0, "openai_train_path": None}
+
+    return [hf, oa, dpo]
 
 
 def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance | None = None):
