@@ -40,7 +40,7 @@ LOSS_TOLERANCE = 0.02
 def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
     @dg.asset(name="huggingface_dataset")
     def hf() -> dict[str, Any]:
-        return {"path": str(hf_path), "counts": {"train": 24, "validation": 0}, "data_high_water_mark": MARK}
+        return {"path": str(hf_path), "counts": {"train": 24, "validation": 6}, "data_high_water_mark": MARK}
 
     @dg.asset(name="openai_chat_dataset")
     def oa() -> dict[str, Any]:
@@ -83,7 +83,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_two_processes_train_like_one_and_only_rank_0_reports(tmp_path: Path) -> None:
-    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=0)
+    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
     instance = dg.DagsterInstance.ephemeral()
     result = _materialize(tmp_path, hf_path, SETTINGS | TWO, instance)
     assert result.success
@@ -118,7 +118,7 @@ def _launcher() -> psutil.Process | None:
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_killed_launcher_leaves_a_checkpoint_the_retry_resumes_from(tmp_path: Path) -> None:
-    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=0)
+    hf_path = save_dataset(tmp_path / "hf", n_train=24, n_val=6)
     instance = dg.DagsterInstance.ephemeral()
     slow = SETTINGS | TWO | {"epochs": 4}  # 12 steps, a checkpoint every 3
     first: dict[str, Any] = {}
