@@ -1,0 +1,41 @@
+"""core.training.dpo: TRL's DPOTrainer on dpo_dataset's TRL pairs, tiny model, CPU (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrdabak_pipeline.core.domain import assistant_target
+from mrdabak_pipeline.core.training.dpo import DpoRecipe, read_pairs, train_dpo
+
+
+def write_pairs(path: Path, n: int = 8) -> Path:
+    """The TRL shape of core.datasets.dpo's pairs: prompt / chosen / rejected message lists."""
+    rows = [{
+        "prompt": [{"role": "system", "content": "미스터 대박 주문 도우미"}, {"role": "user", "content": f"발렌타인 디너 {i}인분"}],
+        "chosen": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "valentine", "quantity": i})}],
+        "rejected": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "french"})}],
+    } for i in range(1, n + 1)]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_read_pairs_refuses_an_sft_file(tmp_path: Path) -> None:
+    sft = tmp_path / "train.jsonl"
+    sft.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not DPO pairs"):
+        read_pairs(sft)
+
+
+@pytest.mark.timeout(300)
+def test_dpo_trains_the_tiny_model_on_cpu(tmp_path: Path) -> None:
+    pairs = write_pairs(tmp_path / "trl_train.jsonl")
+    recipe = DpoRecipe(max_steps=4, batch_size=2, max_length=256, learning_rate=5e-4)
+    result = train_dpo(pairs, tmp_path / "out", tmp_path / "models", recipe, log=lambda m: None)
+    assert result["method"] == "dpo" and result["pairs"] == 8
+    assert (Path(result["model_path"]) / "config.json").exists()
+    assert result["final_reward_accuracy"] is not None and result["train_loss"] > 0
+    losses = [h["loss"] for h in result["log_history"] if "loss" in h]
+    assert len(losses) == 4 and losses[-1] < losses[0]  # the preference is being learned
