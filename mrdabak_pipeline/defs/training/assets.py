@@ -186,7 +186,7 @@ def fine_tuned_model(
     huggingface_dataset: dict[str, Any],
     openai_chat_dataset: dict[str, Any],
     dpo_dataset: dict[str, Any],
-    pipes_subprocess_client: dg.PipesClient,
+    pipes_subprocess_client: dg.ResourceParam[dg.PipesClient],
     openai: OpenAIFineTuningResource,
     data_paths: DataPathsResource,
 ) -> dg.Output:
