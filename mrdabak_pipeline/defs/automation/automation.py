@@ -87,6 +87,9 @@ from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
 DAILY_ASSETS = ("raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions")
 DATASET_ASSETS = ("openai_chat_dataset", "huggingface_dataset")
+#: Rebuilt with the datasets (fine_tuned_model reads it for the cloud DPO method) but not a source
+#: of the training high-water mark: its value carries none.
+PREFERENCE_DATASETS = ("dpo_dataset",)
 TRAINING_ASSETS = ("fine_tuned_model", "evaluation_report", "promoted_model")
 MODEL_ASSET = AssetKey("fine_tuned_model")
 #: The datasets the model trains on (local: huggingface_dataset; cloud: openai_chat_dataset).
@@ -110,8 +113,7 @@ daily_refresh_job = define_asset_job(
 
 datasets_job = define_asset_job(
     "datasets_job",
-    # dpo_dataset too: fine_tuned_model reads it (cloud method dpo), so it must be rebuilt with the others
-    selection=AssetSelection.assets(*DATASET_ASSETS, "dpo_dataset"),
+    selection=AssetSelection.assets(*DATASET_ASSETS, *PREFERENCE_DATASETS),
     description="Rebuild the OpenAI chat, Hugging Face and DPO preference datasets from every stored day.",
     tags={"mrdabak/stage": "datasets"},
 )
@@ -131,7 +133,7 @@ train_evaluate_promote_job = define_asset_job(
 
 retrain_job = define_asset_job(
     "retrain_job",
-    selection=AssetSelection.assets(*DAILY_ASSETS, *DATASET_ASSETS, *TRAINING_ASSETS),
+    selection=AssetSelection.assets(*DAILY_ASSETS, *DATASET_ASSETS, *PREFERENCE_DATASETS, *TRAINING_ASSETS),
     description=(
         "Refresh the days (a partition or a range) that hold new conversations, rebuild the datasets "
         "from every stored day, then fine-tune, evaluate and promote: the model trains on the "

@@ -107,7 +107,7 @@ def test_jobs_select_the_right_assets(defs: Definitions) -> None:
     assert {k.to_user_string() for k in training.asset_layer.executable_asset_keys} == set(automation.TRAINING_ASSETS)
     retrain = defs.resolve_job_def("retrain_job")
     assert {k.to_user_string() for k in retrain.asset_layer.executable_asset_keys} == {
-        *automation.DAILY_ASSETS, *automation.DATASET_ASSETS, *automation.TRAINING_ASSETS
+        *automation.DAILY_ASSETS, *automation.DATASET_ASSETS, *automation.PREFERENCE_DATASETS, *automation.TRAINING_ASSETS
     }
     assert retrain.partitions_def == daily_partitions
     for job_def in (training, retrain):
