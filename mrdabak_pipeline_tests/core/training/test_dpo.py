@@ -29,6 +29,7 @@ def test_read_pairs_refuses_an_sft_file(tmp_path: Path) -> None:
         read_pairs(sft)
 
 
+@pytest.mark.integration  # a torch model trains: not the unit tier
 @pytest.mark.timeout(300)
 def test_dpo_trains_the_tiny_model_on_cpu(tmp_path: Path) -> None:
     pairs = write_pairs(tmp_path / "trl_train.jsonl")
