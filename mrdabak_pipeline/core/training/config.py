@@ -28,6 +28,10 @@ from typing import Any, Literal, get_args
 
 Throughput = Literal["plain", "packed", "grouped"]
 THROUGHPUTS: tuple[str, ...] = get_args(Throughput)
+#: What a local run learns from: ``sft`` the chat dialogs (huggingface_dataset, `sft.train_sft`),
+#: ``dpo`` the preference pairs (dpo_dataset's TRL files, `dpo.train_dpo`).
+Method = Literal["sft", "dpo"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 #: The default base: a 2-layer model built from the training data (`tiny.build_tiny_base`).
 TINY = "tiny"
@@ -49,6 +53,22 @@ RECIPE_DEFAULTS: Mapping[str, Any] = {
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,
     "logging_steps": 5,
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "eval_strategy": "epoch",
+    "lora_target_modules": "all-linear",
+}
+
+#: The recipe of ``method: dpo`` where it departs from TRL's `DPOConfig` defaults (beta 0.1 is
+#: TRL's): preference tuning nudges a model that already answers, so one short epoch at a low rate
+#: (TRL's documented starting point is 5e-7 for a large pretrained model; 5e-5 moves the tiny demo
+#: model within an epoch), small batches (each example is two sequences plus the reference's two).
+DPO_RECIPE_DEFAULTS: Mapping[str, Any] = {
+    "num_train_epochs": 1.0,
+    "per_device_train_batch_size": 2,
+    "learning_rate": 5e-5,
+    "max_length": 512,
+    "logging_steps": 1,
     "save_strategy": "epoch",
     "save_total_limit": 2,
     "eval_strategy": "epoch",
@@ -101,19 +121,21 @@ VOLATILE: frozenset[str] = frozenset({
 
 
 @cache
-def trl_fields() -> tuple[frozenset[str], frozenset[str]]:
-    """The init field names of `trl.SFTConfig` and `trl.ModelConfig` (disjoint in TRL 1.x)."""
-    from trl import ModelConfig, SFTConfig
+def trl_fields(method: str = "sft") -> tuple[frozenset[str], frozenset[str]]:
+    """The init field names of the trainer config of `method` (`trl.SFTConfig` or `trl.DPOConfig`)
+    and of `trl.ModelConfig` (disjoint in TRL 1.x)."""
+    from trl import DPOConfig, ModelConfig, SFTConfig
 
-    return (frozenset(f.name for f in fields(SFTConfig) if f.init),
+    trainer = DPOConfig if method == "dpo" else SFTConfig
+    return (frozenset(f.name for f in fields(trainer) if f.init),
             frozenset(f.name for f in fields(ModelConfig) if f.init))
 
 
-def trl_default(name: str) -> Any:
-    """TRL's own default for an `SFTConfig` / `ModelConfig` field."""
-    from trl import ModelConfig, SFTConfig
+def trl_default(name: str, method: str = "sft") -> Any:
+    """TRL's own default for a field of the trainer config of `method` or `ModelConfig`."""
+    from trl import DPOConfig, ModelConfig, SFTConfig
 
-    for cls in (SFTConfig, ModelConfig):
+    for cls in ((DPOConfig, ModelConfig) if method == "dpo" else (SFTConfig, ModelConfig)):
         for f in fields(cls):
             if f.name == name:
                 return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
@@ -124,9 +146,10 @@ def _knob_names() -> frozenset[str]:
     return frozenset(f.name for f in fields(TrainRecipe) if f.name != "trl")
 
 
-def check_trl_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse names that are no `SFTConfig` / `ModelConfig` field, or that `train_sft` decides itself."""
-    sft, model = trl_fields()
+def check_trl_settings(settings: Mapping[str, Any], method: str = "sft") -> None:
+    """Refuse names that are no field of the trainer config of `method` (`SFTConfig` or
+    `DPOConfig`) or `ModelConfig`, or that the trainer decides itself."""
+    sft, model = trl_fields(method)
     derived = sorted(k for k in settings if k in DERIVED)
     if derived:
         raise ValueError("training settings set by the trainer, not by config: "
@@ -139,7 +162,8 @@ def check_trl_settings(settings: Mapping[str, Any]) -> None:
         for k in unknown:
             close = [shorts[k]] if k in shorts else difflib.get_close_matches(k, known, n=3)
             hints.append(f"{k!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-        raise ValueError(f"unknown training settings: {', '.join(hints)}; settings are fields of trl.SFTConfig "
+        trainer = "trl.DPOConfig" if method == "dpo" else "trl.SFTConfig"
+        raise ValueError(f"unknown training settings: {', '.join(hints)}; settings are fields of {trainer} "
                          "or trl.ModelConfig, or the project knobs " + ", ".join(sorted(_knob_names())))
 
 
@@ -174,6 +198,9 @@ class TrainRecipe:
     resume: bool = True
     #: Also export a merged full model (LoRA only: ``merge_and_unload``).
     merge: bool = False
+    #: ``sft`` (chat dialogs) or ``dpo`` (preference pairs; TRL fields are then `trl.DPOConfig`'s,
+    #: over `DPO_RECIPE_DEFAULTS`). A local trainer's choice: a cloud job's is ``cloud.method``.
+    method: Method = "sft"
     #: `SFTConfig` / `ModelConfig` field values over `RECIPE_DEFAULTS`.
     trl: Mapping[str, Any] = field(default_factory=dict)
 
@@ -182,8 +209,16 @@ class TrainRecipe:
             raise ValueError(f"unknown throughput {self.throughput!r}: one of {', '.join(THROUGHPUTS)}")
         if not isinstance(self.num_threads, int) or self.num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer, got {self.num_threads!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}: one of {', '.join(METHODS)}")
+        if self.method == "dpo" and self.throughput == "packed":
+            raise ValueError("method dpo does not pack: a preference pair is two sequences scored against "
+                             "the reference model; use throughput grouped or plain")
+        if self.method == "dpo" and self.merge:
+            raise ValueError("merge is not supported with method dpo: train with use_lora and merge the "
+                             "saved adapter afterwards, or train the full model (the default)")
         object.__setattr__(self, "trl", dict(self.trl))
-        check_trl_settings(self.trl)
+        check_trl_settings(self.trl, self.method)
         try:
             json.dumps(self.settings())
         except (TypeError, ValueError) as exc:  # Pipes extras and the run key are JSON
@@ -224,7 +259,8 @@ class TrainRecipe:
     def effective(self) -> dict[str, Any]:
         """Every setting this recipe fixes: knobs, then `RECIPE_DEFAULTS` under the explicit TRL
         values (TRL's defaults fill the rest). The run's hyperparameters and its run key."""
-        effective = {**{k: getattr(self, k) for k in sorted(_knob_names())}, **RECIPE_DEFAULTS, **self.trl}
+        defaults = DPO_RECIPE_DEFAULTS if self.method == "dpo" else RECIPE_DEFAULTS
+        effective = {**{k: getattr(self, k) for k in sorted(_knob_names())}, **defaults, **self.trl}
         if "save_steps" in self.trl and "save_strategy" not in self.trl:
             effective["save_strategy"] = "steps"  # asking for a cadence means step checkpoints
         return effective
@@ -232,12 +268,16 @@ class TrainRecipe:
     def value(self, name: str) -> Any:
         """One TRL field as this recipe sets it: explicit, else `RECIPE_DEFAULTS`, else TRL's default."""
         effective = self.effective()
-        return effective[name] if name in effective else trl_default(name)
+        return effective[name] if name in effective else trl_default(name, self.method)
+
+    def trainer_settings(self) -> dict[str, Any]:
+        """The trainer config fields (`SFTConfig` or `DPOConfig`, by `method`) this recipe sets."""
+        trainer, _ = trl_fields(self.method)
+        return {k: v for k, v in self.effective().items() if k in trainer}
 
     def sft_settings(self) -> dict[str, Any]:
         """The `SFTConfig` fields this recipe sets (`RECIPE_DEFAULTS` under the explicit values)."""
-        sft, _ = trl_fields()
-        return {k: v for k, v in self.effective().items() if k in sft}
+        return self.trainer_settings()
 
     def model_config(self) -> Any:
         """`trl.ModelConfig` of this recipe (the LoRA part goes through `trl.get_peft_config`)."""
