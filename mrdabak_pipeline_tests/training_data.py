@@ -52,3 +52,18 @@ def save_dataset(folder: Path, n_train: int, n_val: int, seed: int = 0,
                       "validation": Dataset.from_dict({"messages": dialogs[n_train:]})})
     dd.save_to_disk(str(folder))
     return folder
+
+
+def write_dpo_pairs(path: Path, n: int = 8) -> Path:
+    """The TRL shape of core.datasets.dpo's pairs (what dpo_dataset writes as ``trl_*.jsonl``):
+    prompt / chosen / rejected message lists; the chosen reply states the asked order, the rejected one another."""
+    import json
+
+    rows = [{
+        "prompt": [{"role": "system", "content": "미스터 대박 주문 도우미"}, {"role": "user", "content": f"발렌타인 디너 {i}인분"}],
+        "chosen": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "valentine", "quantity": i})}],
+        "rejected": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "french"})}],
+    } for i in range(1, n + 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path

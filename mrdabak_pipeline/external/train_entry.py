@@ -5,7 +5,8 @@ or as the container command of a ``PipesK8sClient`` pod on a GPU node (same scri
 A crash or an out-of-memory kill here fails the Dagster step, not the Dagster process.
 
 Extras (JSON): ``settings`` (`TrainRecipe.settings`: project knobs and TRL field values, flat),
-``dataset_path``, ``output_dir``, ``models_dir``.
+``dataset_path`` (SFT: the huggingface_dataset folder), ``pairs_train_path`` / ``pairs_validation_path``
+(``method: dpo``: dpo_dataset's TRL pair files, `core.training.dpo`), ``output_dir``, ``models_dir``.
 Streams each training log line as a Dagster log message, reports the final metrics with
 ``report_asset_materialization`` and the full result (the asset value) as a custom message.
 On failure it writes ``error.json`` beside the checkpoints so the asset can fail with this
@@ -40,6 +41,7 @@ from dagster_pipes import (
 
 from mrdabak_pipeline.core.training import distributed
 from mrdabak_pipeline.core.training.config import COMMON_KNOBS, TrainRecipe
+from mrdabak_pipeline.core.training.dpo import train_dpo
 from mrdabak_pipeline.core.training.sft import train_sft
 
 ERROR_FILE = "error.json"
@@ -50,7 +52,8 @@ def scalar_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The metrics Pipes can carry as plain metadata values (numbers, text, bools), Nones dropped."""
     out: dict[str, Any] = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float, str, bool))}
     out |= {"base_model": result["base_model"], "base_model_path": result["base_model_path"],
-            "model_path": result["model_path"], "is_adapter": result["is_adapter"]}
+            "model_path": result["model_path"], "is_adapter": result["is_adapter"],
+            "method": result.get("method", "sft")}
     return out
 
 
@@ -123,7 +126,11 @@ def run(pipes: PipesContext | SilentPipes) -> dict[str, Any]:
         if processes > 1:
             pipes.log.info(f"{processes} data-parallel processes, "
                            f"{recipe.value(COMMON_KNOBS['batch_size'])} examples each per optimizer step")
-        result = train_sft(recipe, extras["dataset_path"], output_dir, extras["models_dir"], log=pipes.log.info)
+        if recipe.method == "dpo":
+            result = train_dpo(recipe, extras["pairs_train_path"], output_dir, extras["models_dir"],
+                               validation_path=extras.get("pairs_validation_path"), log=pipes.log.info)
+        else:
+            result = train_sft(recipe, extras["dataset_path"], output_dir, extras["models_dir"], log=pipes.log.info)
     except BaseException as exc:
         _write_error(output_dir, exc)
         raise

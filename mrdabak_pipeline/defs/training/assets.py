@@ -21,6 +21,7 @@ from pydantic import Field
 from mrdabak_pipeline.core.training.config import (
     COMMON_KNOBS,
     RECIPE_DEFAULTS,
+    Method,
     Throughput,
     TrainRecipe,
     run_key,
@@ -75,6 +76,11 @@ class FineTuneConfig(dg.Config):
     ``mrdabak finetune-hf --config``). The local defaults train the `tiny` demo model on CPU."""
 
     backend: Literal["local", "openai", "azure"] = "local"
+    method: Method = Field(
+        default=_DEFAULTS.method,
+        description="local only: sft trains on huggingface_dataset, dpo on dpo_dataset's TRL pairs "
+        "(TRL fields are then trl.DPOConfig's: beta, loss_type, ...). A cloud job's method is cloud.method.",
+    )
     base_model: str = Field(
         default=_DEFAULTS.base_model,
         description=(
@@ -105,7 +111,8 @@ class FineTuneConfig(dg.Config):
         return TrainRecipe.from_config(self.model_dump(exclude={"backend", "cloud", "distributed"}))
 
 
-def model_value(result: dict[str, Any], high_water_mark: str | None, prompt_id: str | None = None) -> dict[str, Any]:
+def model_value(result: dict[str, Any], high_water_mark: str | None, prompt_id: str | None = None,
+                method: str = "sft") -> dict[str, Any]:
     """The `fine_tuned_model` value (docs/ARCHITECTURE.md) from a core training result.
 
     `prompt_id` is the system prompt the training examples carried: the model is only ever run
@@ -113,6 +120,7 @@ def model_value(result: dict[str, Any], high_water_mark: str | None, prompt_id: 
     """
     return {
         "backend": "local",
+        "method": method,
         "base_model": result["base_model"],
         "base_model_path": result["base_model_path"],
         "model_path": result["model_path"],
@@ -173,10 +181,11 @@ def _local_metadata(result: dict[str, Any]) -> dict[str, Any]:
     kinds={"pytorch", "huggingface"},
     pool="gpu",
     description=(
-        "Fine-tuned model. local: TRL SFT (peft LoRA or full) on huggingface_dataset in a Pipes "
+        "Fine-tuned model. local: TRL SFT (peft LoRA or full) on huggingface_dataset, or with method dpo "
+        "TRL DPO on dpo_dataset's pairs, in a Pipes "
         "subprocess, GPU (bf16) when present else CPU fp32, resumable from checkpoints; "
         "openai/azure: a cloud fine-tuning job on openai_chat_dataset (method supervised) or dpo_dataset "
-        "(method dpo). Value: backend, base_model, "
+        "(method dpo). Value: backend, method, base_model, "
         "base_model_path, model_path, is_adapter, model_id, base_url, metrics, data_high_water_mark."
     ),
 )
@@ -191,27 +200,56 @@ def fine_tuned_model(
     data_paths: DataPathsResource,
 ) -> dg.Output:
     if config.backend != "local":
+        if config.method == "dpo":
+            raise dg.Failure(description=f"method is the local trainer's: a {config.backend} DPO job is "
+                             "cloud.method: dpo (leave method at sft)", allow_retries=False)
         out = run_cloud_fine_tune(context, openai, config.cloud, config.backend, openai_chat_dataset, data_paths,
                                   dpo_dataset)
-        out = dg.Output(dict(out.value) | {"prompt_id": openai_chat_dataset.get("prompt_id")},
-                        metadata={**out.metadata, "prompt_id": openai_chat_dataset.get("prompt_id") or ""})
+        # the examples' system prompt is the trained dataset's: the pairs' for a DPO job
+        trained_on = dpo_dataset if config.cloud.method == "dpo" else openai_chat_dataset
+        prompt_id = trained_on.get("prompt_id")
+        out = dg.Output(dict(out.value) | {"prompt_id": prompt_id, "method": config.cloud.method},
+                        metadata={**out.metadata, "prompt_id": prompt_id or ""})
         mark = openai_chat_dataset.get(HIGH_WATER_MARK_KEY) or huggingface_dataset.get(HIGH_WATER_MARK_KEY)
         return _with_high_water_mark(out, mark)
 
     recipe = config.recipe()  # a bad setting fails here, before any process starts
+    dataset, data_extras = _local_training_data(recipe, config.distributed, huggingface_dataset, dpo_dataset)
     command = launch_command(config.distributed.spec(), TRAIN_ENTRY_MODULE)
     models_dir = data_paths.sub("models")
-    output_dir = models_dir / "fine_tuned" / run_key(huggingface_dataset, recipe)
-    context.log.info(f"training {recipe.base_model} into {output_dir}")
+    output_dir = models_dir / "fine_tuned" / run_key(dataset, recipe)
+    context.log.info(f"training {recipe.base_model} ({recipe.method}) into {output_dir}")
     result, reported = _run_training(context, pipes_subprocess_client, command, {
         "settings": recipe.settings(),
-        "dataset_path": str(huggingface_dataset["path"]),
+        **data_extras,
         "output_dir": str(output_dir),
         "models_dir": str(models_dir),
     }, output_dir)
-    mark, prompt_id = huggingface_dataset.get(HIGH_WATER_MARK_KEY), huggingface_dataset.get("prompt_id")
+    mark = dataset.get(HIGH_WATER_MARK_KEY) or huggingface_dataset.get(HIGH_WATER_MARK_KEY)
+    prompt_id = dataset.get("prompt_id")
     return _with_high_water_mark(
-        dg.Output(model_value(result, mark, prompt_id),
+        dg.Output(model_value(result, mark, prompt_id, recipe.method),
                   metadata={"prompt_id": prompt_id or "", **reported, **_local_metadata(result)}),
         mark,
     )
+
+
+def _local_training_data(recipe: TrainRecipe, distributed: DistributedConfig, huggingface_dataset: dict[str, Any],
+                         dpo_dataset: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the dataset value the run trains on, its Pipes extras): the HF folder for SFT, the TRL pair
+    files for DPO. A DPO run without pairs, or across processes, fails here, before any process starts."""
+    if recipe.method == "sft":
+        return huggingface_dataset, {"dataset_path": str(huggingface_dataset["path"])}
+    if distributed.num_processes * distributed.num_machines > 1:
+        raise dg.Failure(description="method dpo trains in one process: set distributed.num_processes and "
+                         "num_machines to 1", allow_retries=False)
+    if not dpo_dataset.get("trl_train_path"):
+        raise dg.Failure(
+            description=f"method dpo: dpo_dataset has no training pairs (pair_count {dpo_dataset.get('pair_count', 0)}): "
+            "pairs come from sessions with a corrected reply; materialize dpo_dataset with more data or train sft",
+            allow_retries=False,
+        )
+    extras = {"pairs_train_path": str(dpo_dataset["trl_train_path"])}
+    if dpo_dataset.get("trl_validation_path"):
+        extras["pairs_validation_path"] = str(dpo_dataset["trl_validation_path"])
+    return dpo_dataset, extras

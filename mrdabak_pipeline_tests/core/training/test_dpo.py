@@ -7,20 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mrdabak_pipeline.core.domain import assistant_target
 from mrdabak_pipeline.core.training.config import TrainRecipe
 from mrdabak_pipeline.core.training.dpo import read_pairs, train_dpo
-
-
-def write_pairs(path: Path, n: int = 8) -> Path:
-    """The TRL shape of core.datasets.dpo's pairs: prompt / chosen / rejected message lists."""
-    rows = [{
-        "prompt": [{"role": "system", "content": "미스터 대박 주문 도우미"}, {"role": "user", "content": f"발렌타인 디너 {i}인분"}],
-        "chosen": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "valentine", "quantity": i})}],
-        "rejected": [{"role": "assistant", "content": assistant_target("네.", {"dinnerType": "french"})}],
-    } for i in range(1, n + 1)]
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    return path
+from mrdabak_pipeline_tests.training_data import write_dpo_pairs
 
 
 def test_read_pairs_refuses_an_sft_file(tmp_path: Path) -> None:
@@ -33,7 +22,7 @@ def test_read_pairs_refuses_an_sft_file(tmp_path: Path) -> None:
 @pytest.mark.integration  # a torch model trains: not the unit tier
 @pytest.mark.timeout(300)
 def test_dpo_trains_the_tiny_model_on_cpu(tmp_path: Path) -> None:
-    pairs = write_pairs(tmp_path / "trl_train.jsonl")
+    pairs = write_dpo_pairs(tmp_path / "trl_train.jsonl")
     recipe = TrainRecipe(method="dpo", trl={"max_steps": 4, "per_device_train_batch_size": 2, "max_length": 256,
                                             "learning_rate": 5e-4, "seed": 0})
     result = train_dpo(recipe, pairs, tmp_path / "out", tmp_path / "models", log=lambda m: None)

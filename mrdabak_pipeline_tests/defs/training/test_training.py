@@ -26,7 +26,7 @@ MARK = "2025-03-14T12:00:00+09:00"
 QUICK = {"epochs": 2, "batch_size": 8, "use_lora": True, "num_threads": 1, "overrides": {"logging_steps": 1}}
 
 
-def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
+def _upstream(hf_path: Path, dpo_value: dict[str, Any] | None = None) -> list[dg.AssetsDefinition]:
     """Stand-ins for the datasets group with the value shapes of docs/ARCHITECTURE.md."""
 
     @dg.asset(name="huggingface_dataset")
@@ -39,14 +39,15 @@ def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
 
     @dg.asset(name="dpo_dataset")
     def dpo() -> dict[str, Any]:
-        return {"format": "dpo", "pair_count": 0, "openai_train_path": None}
+        return dpo_value or {"format": "dpo", "pair_count": 0, "openai_train_path": None, "trl_train_path": None}
 
     return [hf, oa, dpo]
 
 
-def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance | None = None):
+def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance | None = None,
+                 dpo_value: dict[str, Any] | None = None):
     return dg.materialize(
-        [*_upstream(hf_path), fine_tuned_model],
+        [*_upstream(hf_path, dpo_value), fine_tuned_model],
         resources={
             "io_manager": ParquetJsonIOManager(base_dir=str(tmp_path / "storage")),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
@@ -146,7 +147,7 @@ def test_unknown_parameter_values_fail_before_any_process_starts(tmp_path: Path)
 def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_cloud(context, resource, config, backend, dataset, data_paths):  # noqa: ANN001
+    def fake_cloud(context, resource, config, backend, dataset, data_paths, dpo_dataset=None):  # noqa: ANN001
         seen.update(backend=backend, model=config.model, dataset=dataset, data_root=data_paths.root)
         return dg.Output({"backend": backend, "model_id": "ft:gpt-4o-mini:x", "model_path": None},
                          metadata={"job_id": "ftjob-1"})
@@ -161,6 +162,84 @@ def test_cloud_backend_delegates_and_keeps_the_high_water_mark(tmp_path: Path, m
     assert value["model_id"] == "ft:gpt-4o-mini:x" and value["data_high_water_mark"] == MARK
     md = result.asset_materializations_for_node("fine_tuned_model")[-1].metadata
     assert md["job_id"].value == "ftjob-1" and md["data_high_water_mark"].value == MARK
+
+
+DPO_QUICK = {"method": "dpo", "max_steps": 4, "batch_size": 2, "max_length": 256, "learning_rate": 5e-4,
+             "num_threads": 1, "overrides": {"seed": 0}}
+
+
+def _dpo_value(tmp_path: Path, n_train: int = 8, n_val: int = 2) -> dict[str, Any]:
+    """A dpo_dataset stand-in: its value shape with real TRL pair files (train + validation)."""
+    from mrdabak_pipeline_tests.training_data import write_dpo_pairs
+
+    return {"format": "dpo", "prompt_id": "mrdabak-v2-short", "pair_count": n_train + n_val,
+            "train_pairs": n_train, "validation_pairs": n_val, "data_high_water_mark": MARK,
+            "trl_train_path": str(write_dpo_pairs(tmp_path / "dpo" / "trl_train.jsonl", n_train)),
+            "trl_validation_path": str(write_dpo_pairs(tmp_path / "dpo" / "trl_validation.jsonl", n_val)),
+            "openai_train_path": None}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_local_dpo_trains_on_the_dpo_dataset_pairs_in_a_pipes_process(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    dpo = _dpo_value(tmp_path)
+    result = _materialize(tmp_path, tmp_path / "no_hf_needed", DPO_QUICK, instance, dpo_value=dpo)
+    assert result.success
+    value = result.output_for_node("fine_tuned_model")
+    assert value["method"] == "dpo" and value["backend"] == "local" and not value["is_adapter"]
+    assert (Path(value["model_path"]) / "config.json").exists()
+    assert Path(value["model_path"]).parent.parent == tmp_path / "data" / "models" / "fine_tuned"
+    assert value["prompt_id"] == "mrdabak-v2-short" and value["data_high_water_mark"] == MARK
+    assert value["metrics"]["pairs"] == 8 and value["metrics"]["global_step"] == 4
+    assert value["metrics"]["eval_pairs"] == 2 and value["metrics"]["eval_loss"] is not None
+    assert value["params"]["method"] == "dpo" and value["params"]["learning_rate"] == 5e-4  # the recipe in force
+    md = result.asset_materializations_for_node("fine_tuned_model")[-1].metadata
+    assert md["method"].value == "dpo" and md["pairs"].value == 8  # reported by the training process over Pipes
+    assert [r.data["step"] for r in md["loss_history"].records if r.data.get("loss") is not None] == [1, 2, 3, 4]
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any(m.startswith("step 4/4") and "loss" in m for m in logs)  # the loss is streamed to the run log
+
+
+def test_local_dpo_without_pairs_fails_before_any_process_starts(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[Any] = []
+    monkeypatch.setattr(dg.PipesSubprocessClient, "run", lambda self, **kw: launched.append(kw))
+    result = _materialize(tmp_path, tmp_path / "unused", DPO_QUICK)  # the stand-in has pair_count 0
+    assert not result.success and launched == []
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "method dpo: dpo_dataset has no training pairs (pair_count 0)" in str(failure.event_specific_data)
+
+
+def test_method_dpo_is_refused_where_it_makes_no_sense(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[Any] = []
+    monkeypatch.setattr(dg.PipesSubprocessClient, "run", lambda self, **kw: launched.append(kw))
+    monkeypatch.setattr(training_defs, "run_cloud_fine_tune", lambda *a, **k: launched.append(a))
+    dpo = _dpo_value(tmp_path)
+    for config, said in (
+        ({"backend": "openai", "method": "dpo"}, "a openai DPO job is cloud.method: dpo"),
+        (DPO_QUICK | {"distributed": {"num_processes": 2}}, "method dpo trains in one process"),
+        (DPO_QUICK | {"throughput": "packed"}, "method dpo does not pack"),
+        (DPO_QUICK | {"overrides": {"packing": True}}, "'packing' follows"),
+    ):
+        result = _materialize(tmp_path, tmp_path / "unused", config, dpo_value=dpo)
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert not result.success and said in str(failure.event_specific_data), config
+    assert launched == []
+
+
+def test_a_cloud_dpo_job_records_the_pairs_prompt_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_cloud(context, resource, config, backend, dataset, data_paths, dpo_dataset=None):  # noqa: ANN001
+        return dg.Output({"backend": backend, "model_id": "ft:gpt-4o-mini:dpo", "model_path": None})
+
+    monkeypatch.setattr(training_defs, "run_cloud_fine_tune", fake_cloud)
+    dpo = _dpo_value(tmp_path) | {"prompt_id": "mrdabak-v9-full"}  # the chat stand-in has no prompt_id
+    result = _materialize(tmp_path, tmp_path / "unused", {"backend": "openai", "cloud": {"method": "dpo"}}, dpo_value=dpo)
+    assert result.success
+    value = result.output_for_node("fine_tuned_model")
+    assert value["prompt_id"] == "mrdabak-v9-full" and value["method"] == "dpo"
+    supervised = _materialize(tmp_path, tmp_path / "unused", {"backend": "openai"}, dpo_value=dpo)
+    assert supervised.output_for_node("fine_tuned_model")["prompt_id"] is None  # the chat dataset's
 
 
 def test_a_bad_setting_fails_the_asset_before_any_process_starts(tmp_path: Path,
