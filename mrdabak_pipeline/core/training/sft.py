@@ -396,6 +396,8 @@ def train_sft(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer, get_peft_config
 
+    if recipe.method != "sft":  # a DPO recipe's defaults and fields are not SFT's
+        raise ValueError(f"train_sft trains method sft; method {recipe.method} is `core.training.dpo.train_dpo`")
     disable_progress_bar()  # progress goes through `log`, one line per logging step
     t0 = time.perf_counter()
     torch.set_num_threads(recipe.num_threads)
