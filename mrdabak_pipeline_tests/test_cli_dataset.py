@@ -24,7 +24,9 @@ def test_sample_openai_dataset(env: Path, capsys: pytest.CaptureFixture[str]) ->
     train = env / "data" / "datasets" / "openai" / "train.jsonl"
     report = validate_jsonl(train)
     assert report.ok and report.n_examples > 40  # originals + variants
-    assert f"train:      {train}" in out and "estimated cost on gpt-4o-mini" in out
+    printed = Path(next(line for line in out.splitlines() if line.startswith("train:")).split()[1])
+    assert printed.parent.parent.name == "sha256" and printed.samefile(train)  # the exact file; train.jsonl points at it
+    assert "estimated cost on gpt-4o-mini" in out
     assert not (env / "nothing.db").exists() or (env / "nothing.db").stat().st_size == 0
 
 

@@ -3,11 +3,18 @@
 Each returns the JSON-able dict that is the asset's value (paths, sha256s, counts, token and cost
 figures, the data high-water mark), so `mrdabak dataset` and a materialization produce the same
 files from the same sessions, byte for byte.
+
+Every file a value points at is content-addressed: ``<out>/sha256/<its sha256>/<name>`` (the Hugging
+Face folder is named after its two files' hashes). A newer build never rewrites a file an older
+value (a running training or upload job) still points at, and a path's hash is its bytes' sha256, so
+an upload carries exactly the bytes its name promises. The fixed names (``<out>/train.jsonl``,
+``<out>/dpo/trl_train.jsonl``...) stay as symlinks to the latest build, for people and benchmarks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
@@ -41,6 +48,26 @@ from mrdabak_pipeline.core.training.retrain_policy import format_high_water_mark
 OPENAI_MIN_TRAIN_EXAMPLES = 10
 #: How many skipped sessions are listed by id in the value (all are counted).
 MAX_LISTED_SKIPS = 50
+
+
+#: The sub-folder of a dataset folder holding each written file under its own sha256.
+CONTENT_DIR = "sha256"
+
+
+def content_addressed(path: Path, sha256: str) -> Path:
+    """Move the just-written `path` to ``<its folder>/sha256/<sha256>/<its name>`` and leave a
+    relative symlink at `path` (the latest build under its fixed name). Same bytes as an earlier
+    build: that file is kept and the new copy dropped. Returns the content-addressed path."""
+    path = Path(path)
+    folder = atomic_directory(path.parent / CONTENT_DIR / sha256, lambda tmp: os.replace(path, tmp / path.name))
+    target = folder / path.name
+    if path.exists() and not path.is_symlink():  # the folder already existed: identical bytes
+        path.unlink()
+    link = path.with_name(f".{path.name}.link")
+    link.unlink(missing_ok=True)
+    link.symlink_to(target.relative_to(path.parent))
+    os.replace(link, path)  # the pointer moves atomically: never a moment without one
+    return target
 
 
 class EmptyDatasetError(ValueError):
@@ -117,14 +144,16 @@ def write_openai_dataset(
 ) -> dict[str, Any]:
     """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced.
 
-    Written by `write_chat_jsonl` (streaming), then each file is validated by reading it back
-    from disk in chunks: the check is of the bytes OpenAI will receive, in flat memory.
+    Written by `write_chat_jsonl` (streaming) and moved to their `content_addressed` paths (the
+    value's ``*_path``), then each file is validated by reading it back from disk in chunks: the
+    check is of the bytes OpenAI will receive, in flat memory.
     """
     out = Path(out_dir)
-    train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
     ds, train_sha, valid_sha = write_chat_jsonl(sessions, out, target=target, validation_fraction=validation_fraction, prompt=prompt)
+    train_path = content_addressed(out / "train.jsonl", train_sha)
+    valid_path = content_addressed(out / "validation.jsonl", valid_sha) if valid_sha else None
     reports = {"train": validate_jsonl(train_path, model, num_threads=num_threads)}
-    if valid_sha:
+    if valid_path:
         reports["validation"] = validate_jsonl(valid_path, model, num_threads=num_threads)
     cost = estimate_cost(reports["train"], model, n_epochs)
     return {
@@ -134,7 +163,7 @@ def write_openai_dataset(
         "prompt_id": prompt_id(prompt),
         "validation_fraction": validation_fraction,
         "train_path": str(train_path),
-        "validation_path": str(valid_path) if valid_sha else None,
+        "validation_path": str(valid_path) if valid_path else None,
         "train_sha256": train_sha,
         "validation_sha256": valid_sha,
         **ds.counts(),
@@ -229,7 +258,8 @@ def write_preference_dataset(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     prompt: PromptKind | str = PromptKind.SHORT,
 ) -> dict[str, Any]:
-    """DPO pairs as OpenAI (``openai_*.jsonl``) and TRL (``trl_*.jsonl``) files; no pairs is fine."""
+    """DPO pairs as OpenAI (``openai_*.jsonl``) and TRL (``trl_*.jsonl``) files, `content_addressed`;
+    no pairs is fine (the split's path is None and its fixed-name pointer is removed)."""
     pref = build_preference_dataset(sessions, target, validation_fraction, prompt)
     out = Path(out_dir)
     value: dict[str, Any] = {"format": "dpo", "uri": str(out), "target": Target(target).value, "prompt_id": prompt_id(prompt), **pref.counts()}
@@ -241,6 +271,6 @@ def write_preference_dataset(
         ):
             path = out / f"{flavour}_{split}.jsonl"
             sha = _write_split(path, records)
-            value[f"{flavour}_{split}_path"] = str(path) if sha else None
+            value[f"{flavour}_{split}_path"] = str(content_addressed(path, sha)) if sha else None
             value[f"{flavour}_{split}_sha256"] = sha
     return value

@@ -94,3 +94,41 @@ def test_smollm2_chat_template_over_the_dataset(openai_value: dict, tmp_path: Pa
         text = tokenizer.apply_chat_template(messages, tokenize=False)
         assert text.count("<|im_start|>") == len(messages)
         assert messages[-1]["content"] in text
+
+
+def test_two_builds_never_overwrite_each_others_files_and_each_path_names_its_sha256(tmp_path: Path) -> None:
+    """Uploads carry exactly the bytes their name promises: every path a dataset value holds is
+    ``.../sha256/<the file's sha256>/<name>``, and a newer build leaves an older value's files intact."""
+    import hashlib
+
+    from mrdabak_pipeline.core.datasets.build import write_openai_dataset, write_preference_dataset
+    from mrdabak_pipeline_tests.dataset_helpers import change_of_mind_session, corrected_session
+
+    def files(value: dict, keys: tuple[str, ...]) -> dict[str, tuple[Path, bytes]]:
+        out = {}
+        for key in keys:
+            if value[f"{key}_path"]:
+                path = Path(value[f"{key}_path"])
+                data = path.read_bytes()
+                assert path.parent.name == hashlib.sha256(data).hexdigest() == value[f"{key}_sha256"], key
+                assert path.parent.parent.name == "sha256" and not path.is_symlink()
+                out[key] = (path, data)
+        return out
+
+    chat_keys, dpo_keys = ("train", "validation"), ("openai_train", "openai_validation", "trl_train", "trl_validation")
+    first = write_openai_dataset([order_session(f"a{i}", name=f"고객{i}") for i in range(40)], tmp_path / "openai")
+    first_dpo = write_preference_dataset([corrected_session("c1")], tmp_path / "dpo")
+    before = files(first, chat_keys) | files(first_dpo, dpo_keys)
+    second = write_openai_dataset([order_session(f"b{i}", name=f"손님{i}") for i in range(50)], tmp_path / "openai")
+    second_dpo = write_preference_dataset([corrected_session("c1"), change_of_mind_session()], tmp_path / "dpo")
+    after = files(second, chat_keys) | files(second_dpo, dpo_keys)
+    assert set(before) >= {"train", "validation"} and any(k.startswith("trl_") for k in before)
+    for key, (path, data) in before.items():
+        assert path.read_bytes() == data, key  # the older value still reads its own bytes
+        if key in after:  # different bytes, different file; the same bytes, the same file
+            assert (after[key][0] == path) == (after[key][1] == data), key
+    assert after["train"][1] != before["train"][1]
+    # the fixed names point at the latest build (what people and the benchmarks open)
+    assert (tmp_path / "openai" / "train.jsonl").read_bytes() == after["train"][1]
+    again = write_openai_dataset([order_session(f"b{i}", name=f"손님{i}") for i in range(50)], tmp_path / "openai")
+    assert again["train_path"] == second["train_path"]  # same data: the same file, nothing rewritten

@@ -100,4 +100,5 @@ def test_files_in_both_formats_and_no_pairs_is_not_an_error(tmp_path: Path) -> N
 
     empty = write_preference_dataset([order_session("s1")], tmp_path)
     assert empty["pair_count"] == 0 and empty["openai_train_path"] is None
-    assert not Path(value[f"openai_{split}_path"]).exists()  # a stale file from the previous run is removed
+    assert not (tmp_path / f"openai_{split}.jsonl").exists()  # the latest build has none: no stale pointer
+    assert Path(value[f"openai_{split}_path"]).is_file()  # the previous value's file is its own (content-addressed)
