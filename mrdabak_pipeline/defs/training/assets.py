@@ -1,4 +1,4 @@
-"""The `fine_tuned_model` asset: local SFT through Dagster Pipes, or an OpenAI / Azure job.
+"""The `fine_tuned_model` asset: local SFT or DPO (``method``) through Dagster Pipes, or an OpenAI / Azure job.
 
 The local backend launches `mrdabak_pipeline.external.train_entry` with `PipesSubprocessClient`
 (resource key ``pipes_subprocess_client``): the training process can crash or run out of memory
