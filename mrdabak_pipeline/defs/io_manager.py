@@ -12,16 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
 from mrdabak_pipeline.core.runtime.files import atomic_write
 from mrdabak_pipeline.defs.resources import default_data_dir
 
 
-class ParquetJsonIOManager(ConfigurableIOManager):
+class ParquetJsonIOManager(dg.ConfigurableIOManager):
     """Tables -> ``<base>/<asset>/<partition>.parquet``; dicts/lists -> ``<base>/<asset>.json``."""
 
     base_dir: str | None = None
@@ -29,10 +29,10 @@ class ParquetJsonIOManager(ConfigurableIOManager):
     def _base(self) -> Path:
         return Path(self.base_dir).absolute() if self.base_dir else default_data_dir() / "storage"
 
-    def _asset_dir(self, context: OutputContext | InputContext) -> Path:
+    def _asset_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
         return self._base().joinpath(*context.asset_key.path)
 
-    def handle_output(self, context: OutputContext, obj: Any) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         folder = self._asset_dir(context)
@@ -48,7 +48,7 @@ class ParquetJsonIOManager(ConfigurableIOManager):
             else:
                 path = folder.with_suffix(".parquet")
                 atomic_write(path, lambda tmp: pq.write_table(obj, tmp))
-            context.add_output_metadata({"stored_at": MetadataValue.path(str(path)), "stored_rows": obj.num_rows})
+            context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path)), "stored_rows": obj.num_rows})
         elif isinstance(obj, (dict, list)):
             path = folder.with_suffix(".json")
 
@@ -57,11 +57,11 @@ class ParquetJsonIOManager(ConfigurableIOManager):
 
             atomic_write(path, write)
             # `stored_at`, not `dagster/uri`: assets that write files point `dagster/uri` at those.
-            context.add_output_metadata({"stored_at": MetadataValue.path(str(path))})
+            context.add_output_metadata({"stored_at": dg.MetadataValue.path(str(path))})
         else:
             raise TypeError(f"{type(obj).__name__} is not stored by this IO manager: return a pyarrow Table or a dict")
 
-    def load_input(self, context: InputContext) -> Any:
+    def load_input(self, context: dg.InputContext) -> Any:
         folder = self._asset_dir(context)
         if context.has_asset_partitions:
             files = [folder / f"{key}.parquet" for key in context.asset_partition_keys]

@@ -7,7 +7,6 @@ from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
-from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
@@ -21,7 +20,7 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, "data")).absolute()
 
 
-class RawDatabaseResource(ConfigurableResource):
+class RawDatabaseResource(dg.ConfigurableResource):
     """The production app's conversation database (read-only for the pipeline).
 
     `url` stays unset in code: the URL (which may hold a password) is read from `MRDABAK_DB_URL`
@@ -42,7 +41,7 @@ class RawDatabaseResource(ConfigurableResource):
         return self.get_engine().dialect.name
 
 
-class DataPathsResource(ConfigurableResource):
+class DataPathsResource(dg.ConfigurableResource):
     """Where datasets, models and reports are written (`MRDABAK_DATA_DIR`, default ``./data``)."""
 
     root: str | None = None

@@ -45,27 +45,7 @@ import os
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from dagster import (
-    AssetKey,
-    AssetSelection,
-    DagsterInstance,
-    DagsterRunStatus,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
-    RunFailureSensorContext,
-    RunRequest,
-    RunsFilter,
-    RunStatusSensorContext,
-    ScheduleEvaluationContext,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    define_asset_job,
-    run_failure_sensor,
-    run_status_sensor,
-    schedule,
-    sensor,
-)
+import dagster as dg
 
 from mrdabak_pipeline.core.ingest.db import session_span_since
 from mrdabak_pipeline.core.runtime.alerts import ALERT_WEBHOOK_ENV, failure_alert, post_webhook
@@ -91,9 +71,9 @@ DATASET_ASSETS = ("openai_chat_dataset", "huggingface_dataset")
 #: of the training high-water mark: its value carries none.
 PREFERENCE_DATASETS = ("dpo_dataset",)
 TRAINING_ASSETS = ("fine_tuned_model", "evaluation_report", "promoted_model")
-MODEL_ASSET = AssetKey("fine_tuned_model")
+MODEL_ASSET = dg.AssetKey("fine_tuned_model")
 #: The datasets the model trains on (local: huggingface_dataset; cloud: openai_chat_dataset).
-TRAINED_ON_DATASETS = tuple(AssetKey(k) for k in DATASET_ASSETS)
+TRAINED_ON_DATASETS = tuple(dg.AssetKey(k) for k in DATASET_ASSETS)
 HIGH_WATER_MARK_KEY = "data_high_water_mark"
 
 #: Run tag limited to 1 concurrent run by dagster.yaml (concurrency > runs > tag_concurrency_limits).
@@ -104,16 +84,16 @@ TRAINING_MAX_RUNTIME_SECONDS = 6 * 60 * 60
 
 # --- Jobs -------------------------------------------------------------------------------------
 
-daily_refresh_job = define_asset_job(
+daily_refresh_job = dg.define_asset_job(
     "daily_refresh_job",
-    selection=AssetSelection.assets(*DAILY_ASSETS),
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS),
     description="One Seoul day: raw logs -> cleaned/rejected -> augmented sessions (with their checks).",
     tags={"mrdabak/stage": "refresh"},
 )
 
-datasets_job = define_asset_job(
+datasets_job = dg.define_asset_job(
     "datasets_job",
-    selection=AssetSelection.assets(*DATASET_ASSETS, *PREFERENCE_DATASETS),
+    selection=dg.AssetSelection.assets(*DATASET_ASSETS, *PREFERENCE_DATASETS),
     description="Rebuild the OpenAI chat, Hugging Face and DPO preference datasets from every stored day.",
     tags={"mrdabak/stage": "datasets"},
 )
@@ -124,16 +104,16 @@ _TRAINING_TAGS = {
     "dagster/max_runtime": str(TRAINING_MAX_RUNTIME_SECONDS),
 }
 
-train_evaluate_promote_job = define_asset_job(
+train_evaluate_promote_job = dg.define_asset_job(
     "train_evaluate_promote_job",
-    selection=AssetSelection.assets(*TRAINING_ASSETS),
+    selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
     description="Fine-tune on the datasets as they are, evaluate on the golden set, and promote only if the checks pass.",
     tags=_TRAINING_TAGS,
 )
 
-retrain_job = define_asset_job(
+retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=AssetSelection.assets(*DAILY_ASSETS, *DATASET_ASSETS, *PREFERENCE_DATASETS, *TRAINING_ASSETS),
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS, *DATASET_ASSETS, *PREFERENCE_DATASETS, *TRAINING_ASSETS),
     description=(
         "Refresh the days (a partition or a range) that hold new conversations, rebuild the datasets "
         "from every stored day, then fine-tune, evaluate and promote: the model trains on the "
@@ -144,7 +124,7 @@ retrain_job = define_asset_job(
 
 # --- Schedule ---------------------------------------------------------------------------------
 
-@schedule(
+@dg.schedule(
     name="nightly_refresh_schedule",
     job=daily_refresh_job,
     cron_schedule="0 2 * * *",
@@ -153,43 +133,43 @@ retrain_job = define_asset_job(
         "02:00 Asia/Seoul: materialize yesterday's partition (the app may still write late rows "
         "until midnight, so the refresh waits two hours past the day's end)."
     ),
-    default_status=DefaultScheduleStatus.STOPPED,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-def nightly_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+def nightly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Yesterday in Seoul, whatever clock the daemon runs on (the partitions end today, not yesterday)."""
     seoul_now = context.scheduled_execution_time.astimezone(ZoneInfo(daily_partitions.timezone))  # type: ignore[union-attr]
     day = (seoul_now.date() - timedelta(days=1)).isoformat()
-    return RunRequest(run_key=day, partition_key=day)
+    return dg.RunRequest(run_key=day, partition_key=day)
 
 # --- Sensors ----------------------------------------------------------------------------------
 
 
-@run_status_sensor(
-    run_status=DagsterRunStatus.SUCCESS,
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
     name="datasets_after_refresh_sensor",
     monitored_jobs=[daily_refresh_job],
     request_job=datasets_job,
     minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="After a successful daily refresh, rebuild the datasets once (keyed by the refresh run).",
 )
-def datasets_after_refresh_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+def datasets_after_refresh_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
     """A queued datasets run will read every stored day when it starts, so one is enough: after a
     30-day backfill this requests one rebuild, not thirty."""
     run = context.dagster_run
     waiting = context.instance.get_runs(
-        RunsFilter(job_name=datasets_job.name, statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]),
+        dg.RunsFilter(job_name=datasets_job.name, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]),
         limit=1,
     )
     if waiting:
-        return SkipReason(f"datasets run {waiting[0].run_id[:8]} is still queued and will include run {run.run_id[:8]}.")
+        return dg.SkipReason(f"datasets run {waiting[0].run_id[:8]} is still queued and will include run {run.run_id[:8]}.")
     tags = {"mrdabak/after_run": run.run_id}
     if partition := run.tags.get("dagster/partition"):
         tags["mrdabak/after_partition"] = partition
-    return RunRequest(run_key=f"datasets-after-{run.run_id}", tags=tags)
+    return dg.RunRequest(run_key=f"datasets-after-{run.run_id}", tags=tags)
 
 
-def model_high_water_mark(instance: DagsterInstance) -> datetime | None:
+def model_high_water_mark(instance: dg.DagsterInstance) -> datetime | None:
     """The ``data_high_water_mark`` of the latest ``fine_tuned_model`` materialization, if any.
 
     One indexed lookup of the asset's latest event: cheap enough for every tick, and it makes a
@@ -203,7 +183,7 @@ def model_high_water_mark(instance: DagsterInstance) -> datetime | None:
     return parse_high_water_mark(getattr(value, "value", value))
 
 
-def datasets_high_water_mark(instance: DagsterInstance) -> datetime | None:
+def datasets_high_water_mark(instance: dg.DagsterInstance) -> datetime | None:
     """What the datasets hold: the older of the latest ``data_high_water_mark`` of
     ``openai_chat_dataset`` and ``huggingface_dataset`` (None until both exist). Training reads
     one of them, so a conversation counts as in the datasets only once both hold it."""
@@ -220,7 +200,7 @@ def datasets_high_water_mark(instance: DagsterInstance) -> datetime | None:
 
 
 def _partitions_of(first: str, last: str) -> tuple[str | None, dict[str, str]]:
-    """(partition_key, tags) of a RunRequest for the days first..last (clamped to the partitions'
+    """(partition_key, tags) of a `dg.RunRequest` for the days first..last (clamped to the partitions'
     start): one key, or a range the daily assets run in one go (single-run backfill policy)."""
     start = daily_partitions.get_first_partition_key() or first
     first, last = max(first, start), max(last, start)
@@ -229,18 +209,18 @@ def _partitions_of(first: str, last: str) -> tuple[str | None, dict[str, str]]:
     return None, {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
-@sensor(
+@dg.sensor(
     name="retrain_sensor",
     jobs=[retrain_job, train_evaluate_promote_job],
     minimum_interval_seconds=15 * 60,
-    default_status=DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Retrain when enough complete conversations (CONFIRMED/CANCELLED) arrived after the data "
         "the current model was trained on, on datasets that hold them (refreshing the days that "
         "hold them first when needed). Threshold: MRDABAK_RETRAIN_MIN_SESSIONS (default 50)."
     ),
 )
-def retrain_sensor(context: SensorEvaluationContext, raw_db: RawDatabaseResource) -> SensorResult:
+def retrain_sensor(context: dg.SensorEvaluationContext, raw_db: RawDatabaseResource) -> dg.SensorResult:
     """Cursor = the data high-water mark already covered (by the current model or a requested run).
 
     Each tick costs one indexed COUNT/MIN/MAX on ``created_at`` and three latest-materialization
@@ -257,18 +237,18 @@ def retrain_sensor(context: SensorEvaluationContext, raw_db: RawDatabaseResource
     )
     if not decision.should_train or decision.newest is None:
         cursor = format_high_water_mark(since) if since else None
-        return SensorResult(skip_reason=SkipReason(decision.reason), cursor=cursor)
+        return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason), cursor=cursor)
     context.log.info(decision.reason)
     mark = format_high_water_mark(decision.newest)
     tags = {"mrdabak/data_high_water_mark": mark, "mrdabak/new_sessions": str(count)}
     if decision.refresh_days is None:
-        request = RunRequest(run_key=decision.run_key, job_name=train_evaluate_promote_job.name, tags=tags)
+        request = dg.RunRequest(run_key=decision.run_key, job_name=train_evaluate_promote_job.name, tags=tags)
     else:
         partition_key, range_tags = _partitions_of(*decision.refresh_days)
-        request = RunRequest(
+        request = dg.RunRequest(
             run_key=decision.run_key, job_name=retrain_job.name, partition_key=partition_key, tags=tags | range_tags
         )
-    return SensorResult(run_requests=[request], cursor=mark)
+    return dg.SensorResult(run_requests=[request], cursor=mark)
 
 
 def _root_cause(error: SerializableErrorInfo) -> str:
@@ -279,13 +259,13 @@ def _root_cause(error: SerializableErrorInfo) -> str:
     return error.message.strip()
 
 
-@run_failure_sensor(
+@dg.run_failure_sensor(
     name="run_failure_alert_sensor",
     minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Logs every failed run of this code location; also POSTs it to ${ALERT_WEBHOOK_ENV} when set.",
 )
-def run_failure_alert_sensor(context: RunFailureSensorContext) -> None:
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     """Secrets never leave: the alert text is redacted and the webhook URL is never logged."""
     run = context.dagster_run
     # The run event only says which steps failed; the step events carry the exception.
