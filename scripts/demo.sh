@@ -8,7 +8,7 @@ mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 days="${DEMO_DAYS:-14}"
-sessions="${DEMO_SESSIONS:-250}"
+sessions="${DEMO_SESSIONS:-800}"
 read -r start end < <(python - "$days" <<'PY'
 import sys
 from datetime import datetime, timedelta
