@@ -1,8 +1,10 @@
 """The whole chain in-process, on the embedded defaults: seeded DB -> ... -> promoted model.
 
 This is what `make demo` does, minus the CLI: the real Definitions (resources, IO manager, checks),
-a real Pipes training subprocess on the `tiny` model, and the evaluation gate. The fine-tuned model
-must beat the untrained base on JSON validity and exact match (the tiny base writes garbage).
+a real Pipes training subprocess on the `tiny` model, and the evaluation gate. `tiny` starts from
+random weights, so there is no prompt-engineered baseline to beat: the report must say so rather
+than show a 0 % row, and the fine-tuned model must have learned the app's JSON and real order states,
+with the short prompt it was trained with.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _value(metrics: dict, model: str, key: str) -> float:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(1500)
-def test_whole_chain_trains_a_model_that_beats_its_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_whole_chain_trains_a_model_that_learns_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     seed_database(make_engine(os.environ["MRDABAK_DB_URL"]), sessions=160, days=4, seed=7, end_date=date(2026, 11, 20))
@@ -59,8 +61,12 @@ def test_whole_chain_trains_a_model_that_beats_its_base(tmp_path: Path, monkeypa
 
     report = json.loads((Path(os.environ["MRDABAK_DATA_DIR"]) / "storage" / "evaluation_report.json").read_text())
     metrics = report["metrics"]
-    assert _value(metrics, "fine_tuned", "json_valid") > _value(metrics, "base", "json_valid")
-    assert _value(metrics, "fine_tuned", "exact_match") > _value(metrics, "base", "exact_match")
+    assert "base" not in metrics and "No baseline" in report["notes"][0]
+    assert _value(metrics, "fine_tuned", "json_valid") >= 0.6
+    assert _value(metrics, "fine_tuned", "exact_match") > 0
+    # decoded inside the reply schema, the same model's replies are never less often valid
+    assert _value(metrics, "fine_tuned_constrained", "json_valid") >= _value(metrics, "fine_tuned", "json_valid")
+    assert report["models"]["fine_tuned"]["prompt_id"] == report["fine_tuned_model"]["prompt_id"] == "mrdabak-v2-short"
     assert Path(report["paths"]["markdown"]).read_text().startswith("#")
 
     # lineage and evaluation metadata are in the instance, as the UI shows them

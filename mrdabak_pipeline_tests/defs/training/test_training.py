@@ -270,4 +270,4 @@ def test_demo_run_config_is_the_tiny_recipe_for_dagster_and_the_cli() -> None:
     recipe = FineTuneConfig(**body).recipe()
     assert recipe == recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(path)]))
     assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
-    assert recipe.value("num_train_epochs") == 10 and recipe.value("use_peft") is False
+    assert recipe.value("num_train_epochs") == 6 and recipe.value("use_peft") is False
