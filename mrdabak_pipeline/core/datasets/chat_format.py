@@ -169,7 +169,7 @@ def system_prefix(system_text: str) -> bytes:
     return b'{"messages":[' + json_bytes({"role": "system", "content": system_text})
 
 
-class _Collector:
+class ExampleCollector:
     """The order-independent bookkeeping of a dataset build: dedup, counts, skips, high-water mark.
 
     Shared by the in-process generator and the column-wise writer (`chat_lines.iter_chat_blocks`),
@@ -202,7 +202,7 @@ class _Collector:
         return True
 
     def collect(self, candidates: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, list[dict[str, Any]] | None, bytes]]:
-        """``(split, messages, line)`` of the candidates (`_candidates`) that are kept, in order."""
+        """``(split, messages, line)`` of the candidates (`example_candidates`) that are kept, in order."""
         for c in candidates:
             if c[0] == "skip":
                 self.skip(c[1], c[2])
@@ -236,7 +236,7 @@ def _untrained(messages: list[dict[str, Any]]) -> int:
     return sum(1 for m in messages if m.get("weight") == 0)
 
 
-def _candidates(
+def example_candidates(
     sessions: Iterable[Session], target: Target, prompt: PromptKind | str, fraction: float, keep_messages: bool
 ) -> Iterator[tuple[Any, ...]]:
     """Per session, in order: ``("skip", session_id, reason)`` or
@@ -266,7 +266,7 @@ def iter_chat_examples(
     """
     ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
     ordered = sorted(sessions, key=_order_key)
-    for split, messages, line in _Collector(ds).collect(_candidates(ordered, Target(target), prompt, ds.validation_fraction, True)):
+    for split, messages, line in ExampleCollector(ds).collect(example_candidates(ordered, Target(target), prompt, ds.validation_fraction, True)):
         yield split, {"messages": messages}, line
 
 

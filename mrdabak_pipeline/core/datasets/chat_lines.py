@@ -29,9 +29,9 @@ from mrdabak_pipeline.core.datasets.chat_format import (
     TRAIN,
     VALIDATION,
     ChatDataset,
+    ExampleCollector,
     Target,
-    _candidates,
-    _Collector,
+    example_candidates,
     iter_chat_examples,
     line_key,
     split_of,
@@ -39,7 +39,7 @@ from mrdabak_pipeline.core.datasets.chat_format import (
 )
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.prompts import PromptKind, system_prompt
-from mrdabak_pipeline.core.records import _datetimes, _state_groups, sessions_from_table
+from mrdabak_pipeline.core.records import datetimes_of, sessions_from_table, state_groups
 from mrdabak_pipeline.core.runtime import parallel
 
 #: Session rows per worker chunk below which the table is formatted in this process.
@@ -121,7 +121,7 @@ def state_json(states: pa.StructArray) -> pa.Array:
 @dataclass
 class ChunkLines:
     """One slice of a sorted session table as candidates, in order: the skipped sessions, and per
-    example what `_Collector.keep` takes (key, source id, created_at, untrained turns, split);
+    example what `ExampleCollector.keep` takes (key, source id, created_at, untrained turns, split);
     the lines (each with its newline) come per split, in the same order as their examples."""
 
     skipped: list[tuple[str, str]]
@@ -170,7 +170,7 @@ def _frames(
         known = states.is_valid().to_numpy(zero_copy_only=False) & is_assistant
         latest = np.maximum.accumulate(np.where(known, np.arange(len(known)), -1))[assistant_rows]
         latest = np.where(latest >= starts[sessions[~is_user]], latest, -1)  # an earlier session's state is not this one's
-        first, group = _state_groups(states)  # each distinct state is written once
+        first, group = state_groups(states)  # each distinct state is written once
         texts = escape_json(state_json(states.take(pa.array(first, pa.int64()))))
         state_text = pc.if_else(pa.array(latest >= 0), texts.take(pa.array(group[np.maximum(latest, 0)], pa.int64())), "{}")
         own = known[assistant_rows]
@@ -190,7 +190,7 @@ def _frames(
 
 
 def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind | str, fraction: float) -> ChunkLines:
-    """`chat_format._candidates` of every session row of `table`, in row order, lines column-wise."""
+    """`chat_format.example_candidates` of every session row of `table`, in row order, lines column-wise."""
     target = Target(target)
     n = table.num_rows
     flat, starts, session_of = _turn_index(table.column("turns"))
@@ -202,7 +202,7 @@ def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind 
     odd = pc.invert(pc.fill_null(pc.is_in(roles, value_set=pa.array(["user", "assistant"])), False))
     odd = pc.or_(odd, pc.fill_null(pc.match_substring_regex(contents, _BLANK), True))
     odd_turn = odd.to_numpy(zero_copy_only=False) & kept
-    created = _datetimes(table.column("created_at"))
+    created = datetimes_of(table.column("created_at"))
     no_time = np.array([c is None for c in created], dtype=bool)  # chat_format refuses these
     slow = (last < 0) | (np.bincount(session_of[odd_turn], minlength=n) > 0) | no_time
 
@@ -218,7 +218,7 @@ def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind 
     fast_lines = pc.binary_join_element_wise(prefix, joined, "]}\n", "")
 
     slow_rows = np.flatnonzero(slow)
-    slow_candidates = list(_candidates(sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), target, prompt, fraction, False)) if len(slow_rows) else []
+    slow_candidates = list(example_candidates(sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), target, prompt, fraction, False)) if len(slow_rows) else []
     slow_lines = pa.array([c[4] + b"\n" if c[0] != "skip" else None for c in slow_candidates], pa.binary()).cast(pa.string())
     # back in row order: fast rows first in the concatenation, slow rows after
     position = np.empty(n, dtype=np.int64)
@@ -314,7 +314,7 @@ def iter_chat_blocks(
         (*parallel.gather_rows(table, order[a:b]), Target(target).value, PromptKind(prompt).value, ds.validation_fraction)
         for a, b in zip(bounds, bounds[1:], strict=False)
     )
-    collector = _Collector(ds)
+    collector = ExampleCollector(ds)
     for chunk in parallel.imap(_chunk_job, jobs, workers if spread > 1 else 1):
         for session_id, reason in chunk.skipped:
             collector.skip(session_id, reason)
