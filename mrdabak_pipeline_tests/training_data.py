@@ -67,3 +67,28 @@ def write_dpo_pairs(path: Path, n: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+#: The data high-water mark the dataset stand-ins carry.
+DATASET_MARK = "2025-03-14T12:00:00+09:00"
+
+
+def dataset_stand_ins(hf_path: Path, dpo_value: dict[str, Any] | None = None) -> list[Any]:
+    """Stand-ins for the datasets group, with the value shapes of docs/ARCHITECTURE.md, so a test
+    materializes `fine_tuned_model` alone on a saved Hugging Face dataset."""
+    import dagster as dg
+
+    @dg.asset(name="huggingface_dataset")
+    def hf() -> dict[str, Any]:
+        return {"path": str(hf_path), "counts": {"train": 24, "validation": 6}, "data_high_water_mark": DATASET_MARK}
+
+    @dg.asset(name="openai_chat_dataset")
+    def oa() -> dict[str, Any]:
+        return {"train_path": "unused.jsonl", "data_high_water_mark": DATASET_MARK}
+
+    @dg.asset(name="dpo_dataset")
+    def dpo() -> dict[str, Any]:
+        return dpo_value or {"format": "dpo", "pair_count": 0, "openai_train_path": None, "trl_train_path": None}
+
+    return [hf, oa, dpo]
+

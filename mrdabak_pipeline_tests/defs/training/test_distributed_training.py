@@ -26,32 +26,15 @@ from mrdabak_pipeline.core.training.sft import train_sft
 from mrdabak_pipeline.definitions import build_definitions
 from mrdabak_pipeline.defs.io_manager import ParquetJsonIOManager
 from mrdabak_pipeline.defs.resources import DataPathsResource
-from mrdabak_pipeline_tests.training_data import save_dataset
+from mrdabak_pipeline_tests.training_data import DATASET_MARK, dataset_stand_ins, save_dataset
 
-MARK = "2025-03-14T12:00:00+09:00"
+MARK = DATASET_MARK
 #: 24 dialogs, batch 8 -> 3 optimizer steps per epoch; full fine-tune of the tiny base (fast steps).
 SETTINGS = {"epochs": 2, "batch_size": 8, "num_threads": 1,
             "overrides": {"logging_steps": 1, "eval_strategy": "no", "save_steps": 3}}
 TWO = {"distributed": {"num_processes": 2}}
 #: Gradient sums in another order (two ranks, all-reduce) over fp32: not bit-equal, but close.
 LOSS_TOLERANCE = 0.02
-
-
-def _upstream(hf_path: Path) -> list[dg.AssetsDefinition]:
-    @dg.asset(name="huggingface_dataset")
-    def hf() -> dict[str, Any]:
-        return {"path": str(hf_path), "counts": {"train": 24, "validation": 6}, "data_high_water_mark": MARK}
-
-    @dg.asset(name="openai_chat_dataset")
-    def oa() -> dict[str, Any]:
-        return {"train_path": "unused.jsonl", "data_high_water_mark": MARK}
-
-    @dg.asset(name="dpo_dataset")
-    def dpo() -> dict[str, Any]:
-        return {"train_path": "unused.jsonl", "data_high_water_mark": MARK}
-
-    return [hf, oa, dpo]
-
 
 def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance):
     """The code location's own `fine_tuned_model` and resources, upstream replaced by stand-ins."""
@@ -61,7 +44,7 @@ def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance
         "data_paths": DataPathsResource(root=str(tmp_path / "data")),
     }
     return dg.materialize(
-        [*_upstream(hf_path), defs.get_assets_def("fine_tuned_model")],
+        [*dataset_stand_ins(hf_path), defs.get_assets_def("fine_tuned_model")],
         resources=resources,
         run_config={"ops": {"fine_tuned_model": {"config": config}}},
         instance=instance,

@@ -19,35 +19,16 @@ from mrdabak_pipeline.defs.resources import DataPathsResource
 from mrdabak_pipeline.defs.training import assets as training_defs
 from mrdabak_pipeline.defs.training.assets import FineTuneConfig, fine_tuned_model
 from mrdabak_pipeline.defs.training.cloud import OpenAIFineTuningResource
-from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
+from mrdabak_pipeline_tests.training_data import DATASET_MARK, dataset_stand_ins, make_dialog, save_dataset
 
 torch.set_num_threads(1)
-MARK = "2025-03-14T12:00:00+09:00"
+MARK = DATASET_MARK
 QUICK = {"epochs": 2, "batch_size": 8, "use_lora": True, "num_threads": 1, "overrides": {"logging_steps": 1}}
-
-
-def _upstream(hf_path: Path, dpo_value: dict[str, Any] | None = None) -> list[dg.AssetsDefinition]:
-    """Stand-ins for the datasets group with the value shapes of docs/ARCHITECTURE.md."""
-
-    @dg.asset(name="huggingface_dataset")
-    def hf() -> dict[str, Any]:
-        return {"path": str(hf_path), "counts": {"train": 24, "validation": 6}, "data_high_water_mark": MARK}
-
-    @dg.asset(name="openai_chat_dataset")
-    def oa() -> dict[str, Any]:
-        return {"train_path": "unused.jsonl", "data_high_water_mark": MARK}
-
-    @dg.asset(name="dpo_dataset")
-    def dpo() -> dict[str, Any]:
-        return dpo_value or {"format": "dpo", "pair_count": 0, "openai_train_path": None, "trl_train_path": None}
-
-    return [hf, oa, dpo]
-
 
 def _materialize(tmp_path: Path, hf_path: Path, config: dict[str, Any], instance: dg.DagsterInstance | None = None,
                  dpo_value: dict[str, Any] | None = None):
     return dg.materialize(
-        [*_upstream(hf_path, dpo_value), fine_tuned_model],
+        [*dataset_stand_ins(hf_path, dpo_value), fine_tuned_model],
         resources={
             "io_manager": ParquetJsonIOManager(base_dir=str(tmp_path / "storage")),
             "pipes_subprocess_client": dg.PipesSubprocessClient(),
@@ -137,7 +118,7 @@ def test_a_failing_training_process_fails_the_asset_with_its_error(tmp_path: Pat
 def test_unknown_parameter_values_fail_before_any_process_starts(tmp_path: Path) -> None:
     with pytest.raises(dg.DagsterInvalidConfigError):
         dg.materialize(
-            [*_upstream(tmp_path), fine_tuned_model],
+            [*dataset_stand_ins(tmp_path), fine_tuned_model],
             resources={"pipes_subprocess_client": dg.PipesSubprocessClient(), "openai": OpenAIFineTuningResource(),
                        "data_paths": DataPathsResource(root=str(tmp_path))},
             run_config={"ops": {"fine_tuned_model": {"config": {"backend": "tpu"}}}},
