@@ -17,13 +17,25 @@ the sha256. It is the *base* model (google/gemma-3-270m, not -it), under the Gem
   ``generate`` ends at the end of the reply.
 The assembled GGUF is a temporary file inside the folder being built and is deleted afterwards
 (~250 MB); the result is ~1.07 GB (fp32: the Q4_K dequantized values are not bf16-exact).
+
+``base_model: gemma3-ko`` is the same model with its vocabulary cut to what a Korean order
+conversation uses (`ensure_gemma3_ko`): 262k tokens -> ~41k. Why: on a CPU the 262k-row output
+projection costs more than the 18 transformer layers together, for every generated token and every
+trained label; the cut keeps every Hangul token, every short ASCII piece, every single punctuation,
+symbol and digit character, the 256 byte-fallback tokens and everything the prompts and the reply
+schema are written in, so the order conversations tokenize exactly as before (the test checks the
+golden set), and any other character still reaches the model through byte fallback. The weights are
+the original rows of the kept tokens: nothing is retrained. Figures in ``bench/base_models.json``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from mrdabak_pipeline.core.runtime.files import atomic_directory, atomic_write_bytes
@@ -34,6 +46,15 @@ DEFAULT_DIRNAME = "gemma3-270m"
 #: Names accepted as ``base_model`` for this base.
 ALIASES: frozenset[str] = frozenset({"gemma3", "gemma3-270m"})
 END_OF_TURN = "<end_of_turn>"
+#: The Korean-vocabulary variant (``base_model: gemma3-ko``).
+KO_ALIASES: frozenset[str] = frozenset({"gemma3-ko"})
+KO_DIRNAME = "gemma3-270m-ko"
+#: Special tokens the chat template and generation use; every other added token (image, unused) goes.
+KEPT_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", END_OF_TURN)
+#: ASCII pieces up to this many characters (with the word-start mark) stay; longer English words
+#: are spelled from them.
+MAX_ASCII_PIECE = 4
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 def training_chat_template() -> str:
@@ -109,3 +130,118 @@ def _convert(pkg, folder: Path) -> None:  # noqa: ANN001 - the chunk package's m
     shutil.rmtree(gguf_dir)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def _korean_or_ascii(ch: str) -> bool:
+    return ch.isascii() or "\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e"  # syllables, compatibility jamo
+
+
+def keeps_token(piece: str) -> bool:
+    """Whether a vocabulary piece belongs to the Korean-order vocabulary (see the module docstring)."""
+    text = piece.replace("\u2581", " ")  # the tokenizer's word-start mark
+    if _BYTE_TOKEN.fullmatch(piece):
+        return True
+    if len(text) == 1:
+        return unicodedata.category(text)[0] in "PSNZ" or _korean_or_ascii(text)
+    if text.isascii():
+        return len(text) <= MAX_ASCII_PIECE
+    return all(_korean_or_ascii(c) for c in text)
+
+
+def bpe_path(word: str, rank: Mapping[tuple[str, str], int]) -> set[str]:
+    """Every symbol byte-pair encoding passes through when it builds `word` from its characters.
+
+    A kept token is only reachable if the merges that lead to it survive, so the cut keeps these.
+    """
+    symbols = list(word)
+    seen = set(symbols)
+    while len(symbols) > 1:
+        best, i = min((rank.get((a, b), len(rank)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:], strict=False)))
+        if best == len(rank):
+            break
+        symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        seen.add(symbols[i])
+    return seen
+
+
+def korean_vocabulary(vocab: Mapping[str, int], merges: Sequence[Sequence[str]], must_keep: Iterable[str]) -> list[int]:
+    """The ids to keep, ascending: `keeps_token` pieces, `must_keep` (the domain's own pieces) and
+    every intermediate symbol BPE needs to reach them."""
+    keep = {p for p in vocab if keeps_token(p)} | {p for p in must_keep if p in vocab}
+    rank = {(a, b): r for r, (a, b) in enumerate(merges)}
+    for piece in list(keep):
+        if len(piece) > 1 and piece not in KEPT_SPECIALS:
+            keep |= {p for p in bpe_path(piece, rank) if p in vocab}
+    return sorted(vocab[p] for p in keep)
+
+
+def trim_tokenizer_json(tok: dict, kept_ids: Sequence[int]) -> dict:
+    """``tokenizer.json`` over `kept_ids` only, renumbered 0..n-1 in their original order.
+
+    Merges survive when both parts and the result are kept; the added (special) tokens and the
+    post-processor's ``<bos>`` follow the renumbering; byte fallback is untouched.
+    """
+    new_id = {old: new for new, old in enumerate(kept_ids)}
+    piece_of = {i: p for p, i in tok["model"]["vocab"].items()}
+    kept = {piece_of[i] for i in kept_ids}
+    out = json.loads(json.dumps(tok))
+    out["model"]["vocab"] = {piece_of[old]: new for new, old in enumerate(kept_ids)}
+    out["model"]["merges"] = [[a, b] for a, b in tok["model"]["merges"] if a in kept and b in kept and a + b in kept]
+    out["added_tokens"] = [dict(t, id=new_id[t["id"]]) for t in tok["added_tokens"] if t["id"] in new_id]
+    for special in (out.get("post_processor") or {}).get("special_tokens", {}).values():
+        special["ids"] = [new_id[i] for i in special["ids"]]
+    return out
+
+
+def domain_text() -> str:
+    """What the product itself writes: both prompt templates, the reply schema, the enum values
+    as the JSON spells them, and the time-zone line."""
+    from mrdabak_pipeline.core import prompts
+    from mrdabak_pipeline.core.domain import DinnerType, ServingStyle
+    from mrdabak_pipeline.core.reply_schema import reply_json_schema
+
+    parts = [prompts.template(prompts.prompt_id(kind)) for kind in prompts.PromptKind]
+    parts.append(json.dumps(reply_json_schema(), ensure_ascii=False))
+    parts += [json.dumps([v.value for v in (*DinnerType, *ServingStyle)]), "(Asia/Seoul)"]
+    return "\n".join(parts)
+
+
+def ensure_gemma3_ko(models_dir: str | Path) -> Path:
+    """The Korean-vocabulary Gemma 3 folder under `models_dir` (built once from `ensure_gemma3`)."""
+    out = (Path(models_dir) / KO_DIRNAME).absolute()
+    source = ensure_gemma3(models_dir)
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        _refresh_template(out)
+        return out
+    atomic_directory(out, lambda tmp: _trim(source, tmp))
+    return out
+
+
+def _trim(source: Path, folder: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tok = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    domain_pieces = Tokenizer.from_file(str(source / "tokenizer.json")).encode(domain_text()).tokens
+    kept_ids = korean_vocabulary(tok["model"]["vocab"], tok["model"]["merges"], [*domain_pieces, *KEPT_SPECIALS])
+    new_id = {old: new for new, old in enumerate(kept_ids)}
+    atomic_write_bytes(folder / "tokenizer.json", json.dumps(trim_tokenizer_json(tok, kept_ids), ensure_ascii=False).encode("utf-8"))
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    embed = model.get_input_embeddings()
+    rows = embed.weight.data[torch.tensor(kept_ids)].clone()
+    embed.weight = torch.nn.Parameter(rows)
+    embed.num_embeddings = len(kept_ids)
+    model.config.vocab_size = len(kept_ids)
+    model.tie_weights()  # the output projection is the same (now smaller) matrix
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        if getattr(model.config, key, None) is not None:
+            setattr(model.config, key, new_id[getattr(model.config, key)])
+    gen = model.generation_config
+    gen.bos_token_id, gen.pad_token_id = new_id[gen.bos_token_id], new_id[gen.pad_token_id]
+    gen.eos_token_id = [new_id[i] for i in gen.eos_token_id]
+    model.save_pretrained(folder)

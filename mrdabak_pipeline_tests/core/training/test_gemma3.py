@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.training import cpu_speed, gemma3, sft
 from mrdabak_pipeline_tests.training_data import make_dialog, save_dataset
@@ -148,3 +150,93 @@ def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, t
     assert isinstance(reply, str)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     assert peak_gb < 12, f"peak RSS {peak_gb:.1f} GB"
+
+
+def _toy_bpe(tmp_path: Path) -> Path:
+    """A byte-fallback BPE tokenizer trained on a few Korean and English lines, like Gemma's."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    corpus = ["발렌타인 디너 디럭스로 두 개 주세요", "내일 저녁 일곱 시 반에 서울특별시 송파구로요",
+              "international delivery tomorrow evening", "샴페인 축제 디너 그랜드 スタイル 配達",
+              "漢字 表記 混在 テキスト", "{\"dinnerType\":\"VALENTINE\",\"quantity\":2}"] * 20
+    bytes_ = [f"<0x{b:02X}>" for b in range(256)]  # in the model vocabulary, as Gemma has them
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>", *bytes_])
+    tok.train_from_iterator(corpus, trainer)
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in bytes_]  # plain pieces
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_korean_vocabulary_keeps_every_bpe_step_and_drops_other_scripts(tmp_path: Path) -> None:
+    import json
+
+    from tokenizers import Tokenizer
+
+    spec = json.loads(_toy_bpe(tmp_path).read_text(encoding="utf-8"))
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    kept = gemma3.korean_vocabulary(vocab, merges, must_keep=["<pad>", "<eos>", "<bos>", "<unk>"])
+    pieces = {p for p, i in vocab.items() if i in set(kept)}
+    assert not any(c in p for p in pieces for c in "表記配達テスタ")  # other scripts go (byte fallback remains)
+    assert {"<0x00>", "<0xE8>", "<eos>"} <= pieces
+    assert all(len(p.replace("\u2581", " ")) <= gemma3.MAX_ASCII_PIECE for p in pieces if p.isascii() and not p.startswith("<"))
+    trimmed_path = tmp_path / "trimmed.json"
+    trimmed_path.write_text(json.dumps(gemma3.trim_tokenizer_json(spec, kept), ensure_ascii=False), encoding="utf-8")
+    original, trimmed = Tokenizer.from_file(str(tmp_path / "tokenizer.json")), Tokenizer.from_file(str(trimmed_path))
+    assert trimmed.get_vocab_size() == len(kept) < original.get_vocab_size()
+    for text in ["발렌타인 디너 디럭스로 두 개 주세요", "내일 저녁 일곱 시 반에"]:  # Korean: the same pieces
+        assert trimmed.encode(text).tokens == original.encode(text).tokens
+    for text in ["international delivery", "샴페인 配達 テキスト 😀", "漢字"]:  # anything else: spelled, never lost
+        enc = trimmed.encode(text)
+        assert trimmed.decode(enc.ids) == original.decode(original.encode(text).ids)
+        assert "<unk>" not in enc.tokens
+
+
+@given(st.text(alphabet=st.sampled_from(list("발렌타인디너두개주세요내일저녁시반 ab1:-,.\"{}表配😀")), max_size=40))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_trimmed_tokenizer_round_trips_any_text(tmp_path: Path, text: str) -> None:
+    import json
+
+    from tokenizers import Tokenizer
+
+    path = tmp_path / "toy.json"
+    if not path.exists():
+        spec = json.loads(_toy_bpe(tmp_path).read_text(encoding="utf-8"))
+        kept = gemma3.korean_vocabulary(spec["model"]["vocab"], spec["model"]["merges"], must_keep=["<unk>"])
+        path.write_text(json.dumps(gemma3.trim_tokenizer_json(spec, kept), ensure_ascii=False), encoding="utf-8")
+    original, trimmed = Tokenizer.from_file(str(tmp_path / "tokenizer.json")), Tokenizer.from_file(str(path))
+    assert trimmed.decode(trimmed.encode(text).ids) == original.decode(original.encode(text).ids)
+
+
+@pytest.mark.e2e
+def test_gemma3_ko_reads_the_golden_set_exactly_like_gemma3_and_agrees_on_its_logits(gemma_dir: Path) -> None:
+    """The cut changes no token of an order conversation and no logit of a kept token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mrdabak_pipeline.core.datasets.chat_format import load_golden
+
+    ko_dir = gemma3.ensure_gemma3_ko(gemma_dir.parent)
+    assert ko_dir == gemma_dir.parent / gemma3.KO_DIRNAME
+    full_tok, ko_tok = AutoTokenizer.from_pretrained(gemma_dir), AutoTokenizer.from_pretrained(ko_dir)
+    assert 30_000 < len(ko_tok) < 60_000 < len(full_tok)
+    texts = [m["content"] for g in load_golden() for m in g.messages]
+    texts += [m["content"] for m in make_dialog(random.Random(1), "주문 도우미")]
+    for text in texts:
+        assert ko_tok.convert_ids_to_tokens(ko_tok(text)["input_ids"]) == full_tok.convert_ids_to_tokens(full_tok(text)["input_ids"])
+    assert ko_tok.convert_tokens_to_ids("<end_of_turn>") in AutoModelForCausalLM.from_pretrained(ko_dir).generation_config.eos_token_id
+
+    full = AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32)
+    ko = AutoModelForCausalLM.from_pretrained(ko_dir, dtype=torch.float32)
+    text = texts[0]
+    with torch.no_grad():
+        a = full(**full_tok(text, return_tensors="pt")).logits[0]
+        b = ko(**ko_tok(text, return_tensors="pt")).logits[0]
+    kept_in_full = torch.tensor(full_tok.convert_tokens_to_ids(ko_tok.convert_ids_to_tokens(list(range(len(ko_tok))))))
+    assert torch.allclose(a[:, kept_in_full], b, atol=1e-4)
