@@ -712,6 +712,9 @@ def _menu_question(c: _Conversation, o: _Order) -> bool:
     return False
 
 
+DECLINE = "죄송하지만 저는 미스터 대박 디너 주문만 도와드릴 수 있어요."
+
+
 def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingStyle, qty: int) -> str:
     """Run one scenario; returns the session status."""
     rng = c.rng
@@ -733,18 +736,23 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
     c.state = {}
     greet = f"안녕하세요, {c.name}님! 미스터 대박 디너 서비스입니다."
     prefaced = scenario in ("out_of_domain", "unclear", "menu_question")
-    greeting = rng.choice(GREETINGS)
-    if not prefaced and rng.random() < (0.5 if scenario == "one_shot" else 0.15):
+    # Customers often open with the order itself, with or without a hello: the first reply must
+    # then read it, not greet by rote (a model that only ever saw "hello" first learns the latter).
+    greeting = rng.choice(GREETINGS) if rng.random() < 0.5 else ""
+    if not prefaced and rng.random() < (0.8 if scenario == "one_shot" else 0.5):
         plan_first_in_greeting = True
     else:
+        greeting = greeting or rng.choice(GREETINGS)
         plan_first_in_greeting = False
         c.user(greeting)
         c.assistant(f"{greet} {rng.choice(('어떤 디너를 주문하시겠어요?', '무엇을 도와드릴까요?', '어떤 디너로 준비해 드릴까요?'))}")
 
     if scenario == "out_of_domain":
-        c.user(rng.choice(OUT_OF_DOMAIN))
-        c.assistant("죄송하지만 저는 미스터 대박 디너 주문만 도와드릴 수 있어요. 어떤 디너를 준비해 드릴까요?")
-        if rng.random() < 0.3:
+        ood_at = rng.randrange(max(1, len(plan) - 1)) if rng.random() < 0.5 else None  # an aside in the middle of the order
+        if ood_at is None:
+            c.user(rng.choice(OUT_OF_DOMAIN))
+            c.assistant(f"{DECLINE} 어떤 디너를 준비해 드릴까요?")
+        if ood_at is None and rng.random() < 0.3:
             c.user(rng.choice(("아 그럼 됐어요.", "아 네 알겠어요. 다음에 할게요")))
             c.assistant("알겠습니다. 필요하실 때 언제든 다시 불러 주세요.")
             return SessionStatus.ABANDONED.value
@@ -754,6 +762,8 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
     elif scenario == "menu_question" and _menu_question(c, said):
         plan = [ch for ch in ([f for f in ch if f != "dinnerType"] for ch in plan) if ch]
 
+    if scenario != "out_of_domain":
+        ood_at = None
     change_at = None
     if scenario == "change_of_mind" and change:
         change_at = rng.randint(next(i for i, ch in enumerate(plan) if change in ch), len(plan) - 1)
@@ -762,7 +772,7 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
 
     for i, chunk in enumerate(plan):
         c.user(c.say(chunk, said, greeting=greeting if i == 0 and plan_first_in_greeting else ""))
-        lead = f"{greet} " if i == 0 and plan_first_in_greeting else ""
+        lead = f"{greet} " if i == 0 and plan_first_in_greeting and greeting else ""
         simple_champagne = "servingStyle" in chunk and said.dinner is DinnerType.CHAMPAGNE_FEAST and said.style is ServingStyle.SIMPLE
         for f in chunk:
             if not (f == "servingStyle" and simple_champagne):
@@ -794,6 +804,9 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
         if i == change_at and change:
             said = _change(c, change, said, final)
             change = None
+        if i == ood_at and i < len(plan) - 1:  # the order so far stands; ask for what is still missing
+            c.user(rng.choice(OUT_OF_DOMAIN))
+            c.assistant(f"{DECLINE} {_ask_missing(c)}".strip())
     if scenario == "correction_after_summary" and change:
         said = _change(c, change, said, final)
 
