@@ -232,17 +232,7 @@ def _sessions_from_batch(batch: pa.RecordBatch) -> list[Session]:
             strict=True,
         )
     ):
-        out.append(
-            Session(
-                session_id=sid,
-                turns=[] if i in null_turns else turns[offsets[i] : offsets[i + 1]],
-                customer_name=name,
-                status=status,
-                created_at=created_at,
-                source_session_id=src,
-                variant=variant,
-                partition_date=part,
-                tags=list(tags or []),
-            )
-        )
+        turns_i = [] if i in null_turns else turns[offsets[i] : offsets[i + 1]]
+        out.append(Session(session_id=sid, turns=turns_i, customer_name=name, status=status, created_at=created_at,
+                           source_session_id=src, variant=variant, partition_date=part, tags=list(tags or [])))
     return out

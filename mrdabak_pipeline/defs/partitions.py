@@ -13,3 +13,5 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezon
 #: while a run still amortizes its start (imports, the token vocabulary) over several days. Nothing
 #: a day produces depends on which days share its run (`test_backfill_equivalence.py`).
 DAILY_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=7)
+#: What every daily asset declares: ``@dg.asset(..., **DAILY)``.
+DAILY = {"partitions_def": daily_partitions, "backfill_policy": DAILY_BACKFILL_POLICY}

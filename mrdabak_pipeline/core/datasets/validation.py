@@ -25,7 +25,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +325,8 @@ class ValidationReport:
         }
 
 
-#: Examples parsed, checked and counted at a time by the streaming validators: big enough that
-#: the threaded encoding batch is worth it, small enough that memory does not grow with the file.
+#: Examples parsed, checked and counted at a time by `validate_numbered`: the parsed objects of one
+#: chunk are held, never the file's.
 CHUNK_EXAMPLES = 8_192
 
 
@@ -351,53 +351,22 @@ def validate_numbered(
     cannot vouch for, and the reference it is tested against.
     """
     resolved = encoding or resolve_encoding(model)
-    limit = max_tokens_per_example(model)
-    errors: Counter[str] = Counter()
-    error_lines: dict[str, list[int]] = {}
-    warnings: Counter[str] = Counter()
-    warning_lines: dict[str, list[int]] = {}
     n_messages: list[int] = []
     n_tokens: list[int] = []
     n_assistant: list[int] = []
-
-    def note(counter: Counter[str], lines: dict[str, list[int]], code: str, lineno: int) -> None:
-        counter[code] += 1
-        listed = lines.setdefault(code, [])
-        if len(listed) < max_listed:
-            listed.append(lineno)
-
+    issues: list[Sequence[str]] = []
     iterator = iter(pairs)
-    while chunk := list(itertools.islice(iterator, chunk_size)):
-        objs = []
-        for lineno, obj in chunk:
-            objs.append(obj)
+    while chunk := [obj for _lineno, obj in itertools.islice(iterator, chunk_size)]:
+        for obj in chunk:
             codes, messages = inspect_example(obj)
-            for code in codes:
-                note(errors, error_lines, code, lineno)
-            n_messages.append(len(messages))
             roles = [m.get("role") for m in messages]  # a list: a broken role may be unhashable
-            if "system" not in roles:
-                note(warnings, warning_lines, "missing_system_message", lineno)
-            if "user" not in roles:
-                note(warnings, warning_lines, "missing_user_message", lineno)
-        tokens, assistant = count_tokens_naive(objs, resolved.encoding)
-        for (lineno, _), n in zip(chunk, tokens, strict=True):
-            if n > limit:
-                note(warnings, warning_lines, "too_long", lineno)
+            missing = ("missing_system_message",) * ("system" not in roles) + ("missing_user_message",) * ("user" not in roles)
+            issues.append((*codes, *missing) if codes or missing else ())
+            n_messages.append(len(messages))
+        tokens, assistant = count_tokens_naive(chunk, resolved.encoding)
         n_tokens.extend(tokens)
         n_assistant.extend(assistant)
-    return ValidationReport(
-        n_examples=len(n_tokens),
-        errors=errors,
-        error_lines=error_lines,
-        warnings=warnings,
-        warning_lines=warning_lines,
-        n_messages=n_messages,
-        n_tokens=n_tokens,
-        n_assistant_tokens=n_assistant,
-        max_tokens_per_example=limit,
-        encoding=resolved.metadata(),
-    )
+    return report_of_examples(n_messages, n_tokens, n_assistant, issues, model, resolved.metadata(), max_listed)
 
 
 def line_ranges(path: Source, parts: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -433,16 +402,10 @@ def merge_reports(parts: Sequence[ValidationReport], max_listed: int = 5) -> Val
                 listed.extend(n + offset for n in lines[: max(0, max_listed - len(listed))])
         offset += part.n_examples
     return ValidationReport(
-        n_examples=offset,
-        errors=errors,
-        error_lines=error_lines,
-        warnings=warnings,
-        warning_lines=warning_lines,
-        n_messages=[n for p in parts for n in p.n_messages],
-        n_tokens=[n for p in parts for n in p.n_tokens],
+        n_examples=offset, errors=errors, error_lines=error_lines, warnings=warnings, warning_lines=warning_lines,
+        n_messages=[n for p in parts for n in p.n_messages], n_tokens=[n for p in parts for n in p.n_tokens],
         n_assistant_tokens=[n for p in parts for n in p.n_assistant_tokens],
-        max_tokens_per_example=parts[0].max_tokens_per_example,
-        encoding=parts[0].encoding,
+        max_tokens_per_example=parts[0].max_tokens_per_example, encoding=parts[0].encoding,
     )
 
 
@@ -589,7 +552,7 @@ def example_issues(report: ValidationReport) -> list[list[str]]:
 
 
 def report_of_examples(
-    n_messages: list[int], n_tokens: list[int], n_assistant_tokens: list[int], issues: list[list[str]],
+    n_messages: list[int], n_tokens: list[int], n_assistant_tokens: list[int], issues: Sequence[Sequence[str]],
     model: str, encoding: dict[str, Any], max_listed: int = 5,
 ) -> ValidationReport:
     """The report of a file from its examples' figures and `example_issues`, in line order: what
@@ -658,14 +621,7 @@ class CostEstimate:
     estimated_cost_usd: float | None  # None when the model has no known price
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "n_epochs": self.n_epochs,
-            "billing_tokens_per_epoch": self.billing_tokens_per_epoch,
-            "billed_tokens": self.billed_tokens,
-            "usd_per_1m_tokens": self.usd_per_1m_tokens,
-            "estimated_cost_usd": self.estimated_cost_usd,
-        }
+        return asdict(self)
 
 
 def estimate_cost(train: ValidationReport, model: str = DEFAULT_MODEL, n_epochs: int | None = None) -> CostEstimate:

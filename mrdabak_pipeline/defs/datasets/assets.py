@@ -37,7 +37,7 @@ from mrdabak_pipeline.core.datasets.validation import (
 )
 from mrdabak_pipeline.core.runtime.files import sha256_file
 from mrdabak_pipeline.defs.metadata import list_table, table
-from mrdabak_pipeline.defs.partitions import DAILY_BACKFILL_POLICY, daily_partitions
+from mrdabak_pipeline.defs.partitions import DAILY
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 GROUP = "datasets"
@@ -84,9 +84,7 @@ class DatasetConfig(WindowConfig):
 
 
 @dg.asset(
-    ins={"augmented_sessions": dg.AssetIn()},
-    partitions_def=daily_partitions,
-    backfill_policy=DAILY_BACKFILL_POLICY,
+    **DAILY,
     group_name=GROUP,
     kinds={"python", "parquet"},
     description=(
@@ -179,7 +177,6 @@ def openai_chat_dataset(
 
 
 @dg.asset(
-    ins={"openai_chat_dataset": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "huggingface"},
     description=(
@@ -214,7 +211,6 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
 
 
 @dg.asset(
-    ins={"augmented_sessions": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "openai"},
     description=(

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from mrdabak_pipeline.core.prepare import stages
 from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table
 from mrdabak_pipeline.defs.metadata import table as table_of_rows
-from mrdabak_pipeline.defs.partitions import DAILY_BACKFILL_POLICY, daily_partitions
+from mrdabak_pipeline.defs.partitions import DAILY, daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
 
@@ -44,8 +44,7 @@ def raw_preview_table(table: pa.Table) -> pa.Table:
 @dg.asset(
     group_name="ingestion",
     kinds={"sqlalchemy", "parquet"},
-    partitions_def=daily_partitions,
-    backfill_policy=DAILY_BACKFILL_POLICY,
+    **DAILY,
     description=(
         "Every message of the voice-order sessions created on the partition's day (Asia/Seoul), "
         "read from the production DB by a time-window query, plus orphan messages of that day. "

@@ -15,7 +15,7 @@ from pydantic import Field
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.prepare import cleaning, stages
 from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table, table
-from mrdabak_pipeline.defs.partitions import DAILY_BACKFILL_POLICY, daily_partitions
+from mrdabak_pipeline.defs.partitions import DAILY
 
 GROUP = "preparation"
 
@@ -120,8 +120,7 @@ CLEANING_CHECKS = [
         ),
     },
     ins={"raw": dg.AssetIn("raw_conversation_logs")},
-    partitions_def=daily_partitions,
-    backfill_policy=DAILY_BACKFILL_POLICY,
+    **DAILY,
     group_name=GROUP,
     check_specs=CLEANING_CHECKS,
 )
@@ -249,8 +248,7 @@ AUGMENTATION_CHECKS = [
         )
     },
     ins={"cleaned_sessions": dg.AssetIn("cleaned_sessions")},
-    partitions_def=daily_partitions,
-    backfill_policy=DAILY_BACKFILL_POLICY,
+    **DAILY,
     group_name=GROUP,
     check_specs=AUGMENTATION_CHECKS,
 )
