@@ -186,9 +186,9 @@ def run(profile: Profile) -> list[Result]:
     rss_target = f"value <= {RSS_TARGET_MIB:g} MiB"
     out.append(Result.measured(f"1 chain wall time ({tag}; baseline {base_tag})", r_big["wall"], "s", r_small["wall"],
                                wall_target, (lambda v, r: v <= WALL_TARGET_S) if complete else None))
-    # Memory of the process tree (the chain and its worker processes): PSS splits the pages a
-    # worker shares with the forkserver it was forked from, so the sum is the real footprint; the
-    # RSS sum counts those pages once per process and is shown beside it as an upper bound.
+    # Memory of the process tree (the run, and in the multi-run row its runs): PSS splits shared
+    # pages between the processes, so the sum is the real footprint; the RSS sum counts them once
+    # per process and is shown beside it as an upper bound.
     out.append(Result.measured(f"1 chain peak memory, PSS of the process tree ({tag}; baseline {base_tag})",
                                r_big["peak_pss_mib"], "MiB", r_small["peak_pss_mib"], rss_target,
                                (lambda v, r: v <= RSS_TARGET_MIB) if complete else None))
