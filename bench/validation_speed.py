@@ -1,9 +1,9 @@
 """Figure 2: dataset validation + token counting, the project's fast path vs the cookbook loop.
 
 Both sides are the real functions of `core/datasets/validation.py` on the same file, the training JSONL the
-figure 1 chain wrote (cut to the profile's example count): `validate_jsonl(fast=True)` encodes
-every distinct string once in a threaded batch; `validate_jsonl_naive` is OpenAI's published
-per-message loop (one ``encode`` per message). The encoding is resolved once beforehand and given
+figure 1 chain wrote (cut to the profile's example count): `validate_jsonl` checks blocks of lines
+as Arrow columns and encodes every distinct string once; `validate_jsonl_naive` is OpenAI's
+published per-message loop (one ``encode`` per message). The encoding is resolved once beforehand and given
 to both, so neither pays the vocabulary load. Counts must be identical, example by example.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,3 +72,37 @@ def change_of_mind_session(session_id: str = "mind-1") -> Session:
         created_at=datetime(2025, 3, 1, 14, 0),
         partition_date="2025-03-01",
     )
+
+
+@dataclass
+class ChatExamples:
+    """The examples the dataset writer makes of some sessions, parsed back, with its bookkeeping."""
+
+    train: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    source_sessions: dict[str, set[str]] = field(default_factory=lambda: {"train": set(), "validation": set()})
+    high_water_mark: datetime | None = None
+
+
+def build_chat_dataset(sessions: Iterable[Session], target: str = "json", validation_fraction: float = 0.1, prompt: str = "short") -> ChatExamples:
+    """`shards.shards_of` (the one writer) with the lines parsed back, split as the assembly splits them."""
+    import orjson
+
+    from mrdabak_pipeline.core.datasets.shards import shards_of
+
+    out = ChatExamples()
+    for shard in shards_of(sessions, target=target, prompt=prompt):
+        for row in shard.to_pylist():
+            if row["line"] is None:
+                out.skipped.append((row["session_id"], row["skip_reason"]))
+            elif row["duplicate"]:
+                out.duplicates_dropped += 1
+            else:
+                split = "validation" if row["split_score"] < validation_fraction else "train"
+                getattr(out, split).append(orjson.loads(row["line"]))
+                out.source_sessions[split].add(row["source_session_id"])
+                if out.high_water_mark is None or row["created_at"] > out.high_water_mark:
+                    out.high_water_mark = row["created_at"]
+    return out

@@ -14,6 +14,7 @@ GROUPS = {
     "cleaned_sessions": "preparation",
     "rejected_sessions": "preparation",
     "augmented_sessions": "preparation",
+    "dataset_shards": "datasets",
     "openai_chat_dataset": "datasets",
     "huggingface_dataset": "datasets",
     "dpo_dataset": "datasets",

@@ -20,7 +20,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from mrdabak_pipeline.core.ingest.db import make_engine
 from mrdabak_pipeline.core.ingest.seed import seed_database
 
-DAILY = ["raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions"]
+DAILY = ["raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions", "dataset_shards"]
 REST = ["openai_chat_dataset", "huggingface_dataset", "dpo_dataset", "fine_tuned_model", "evaluation_report", "promoted_model"]
 
 

@@ -25,7 +25,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, Definitions, build_sensor_context
 from sqlalchemy import insert
 
-from mrdabak_pipeline.core.datasets.build import write_chat_jsonl
+from mrdabak_pipeline.core.datasets.build import write_openai_dataset
 from mrdabak_pipeline.core.ingest.db import make_engine, message_table, session_table
 from mrdabak_pipeline.core.ingest.seed import generate, seed_database
 from mrdabak_pipeline.core.training.retrain_policy import COMPLETE_STATUSES, SEOUL, parse_high_water_mark
@@ -131,9 +131,9 @@ def test_new_conversations_today_retrain_a_model_on_them(tmp_path: Path) -> None
     # and the examples made from them (the same writer, on those sessions alone) are all lines of
     # the dataset the model trained on.
     own = augmented.filter(pc.is_in(augmented["source_session_id"], value_set=pa.array(new_ids)))
-    ds, _, _ = write_chat_jsonl(own, tmp_path / "only_new")
-    assert ds.source_sessions["train"] | ds.source_sessions["validation"] == set(new_ids)
-    expected = _lines(str(tmp_path / "only_new" / "train.jsonl"), str(tmp_path / "only_new" / "validation.jsonl"))
+    alone = write_openai_dataset(own, tmp_path / "only_new")
+    assert alone["train_source_sessions"] + alone["validation_source_sessions"] == len(set(new_ids))
+    expected = _lines(alone["train_path"], alone["validation_path"])
     trained_on = _lines(dataset["train_jsonl"], dataset.get("validation_jsonl"))
     assert expected and expected <= trained_on
     assert len(trained_on) >= len(expected) + 1  # the older days are still in it

@@ -21,9 +21,9 @@ PY
 echo "== 1/3 raw DB: ${MRDABAK_DB_URL:-data/mrdabak.db}"
 mrdabak seed --if-empty --sessions "$sessions" --days "$days" --end-date "$end"
 
-echo "== 2/3 daily assets for $start...$end (one run, single-run backfill)"
+echo "== 2/3 daily assets for $start...$end (one run over the range)"
 dagster asset materialize -m mrdabak_pipeline.definitions \
-  --select raw_conversation_logs,cleaned_sessions,rejected_sessions,augmented_sessions \
+  --select raw_conversation_logs,cleaned_sessions,rejected_sessions,augmented_sessions,dataset_shards \
   --partition-range "$start...$end" -c scripts/demo_daily.yaml
 
 echo "== 3/3 datasets -> fine-tuned model -> evaluation -> promotion"

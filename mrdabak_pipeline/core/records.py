@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session
-from mrdabak_pipeline.core.runtime.bulk import build_turns, paused_gc
+from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session, Turn
+from mrdabak_pipeline.core.runtime.bulk import paused_gc
 
 ORDER_STATE_TYPE = pa.struct(
     [
@@ -205,13 +205,17 @@ def _sessions_from_batch(batch: pa.RecordBatch) -> list[Session]:
     texts = enc.dictionary.to_pylist()
     contents = [texts[c] if c is not None else None for c in enc.indices.to_pylist()]
     del enc, texts
-    turns = build_turns(
-        values.field("role").to_pylist(),
-        contents,
-        _states(values.field("order_state")),
-        datetimes_of(values.field("created_at")),
-        values.field("message_id").to_pylist(),
-    )
+    turns = [
+        Turn(*fields)
+        for fields in zip(
+            values.field("role").to_pylist(),
+            contents,
+            _states(values.field("order_state")),
+            datetimes_of(values.field("created_at")),
+            values.field("message_id").to_pylist(),
+            strict=True,
+        )
+    ]
     del contents
     null_turns = set(pc.indices_nonzero(pc.is_null(turns_col)).to_pylist()) if turns_col.null_count else set()
     out: list[Session] = []
@@ -228,17 +232,7 @@ def _sessions_from_batch(batch: pa.RecordBatch) -> list[Session]:
             strict=True,
         )
     ):
-        out.append(
-            Session(
-                session_id=sid,
-                turns=[] if i in null_turns else turns[offsets[i] : offsets[i + 1]],
-                customer_name=name,
-                status=status,
-                created_at=created_at,
-                source_session_id=src,
-                variant=variant,
-                partition_date=part,
-                tags=list(tags or []),
-            )
-        )
+        turns_i = [] if i in null_turns else turns[offsets[i] : offsets[i + 1]]
+        out.append(Session(session_id=sid, turns=turns_i, customer_name=name, status=status, created_at=created_at,
+                           source_session_id=src, variant=variant, partition_date=part, tags=list(tags or [])))
     return out

@@ -1,14 +1,17 @@
 """An IO manager that stores asset values as open formats: Parquet for tables, JSON for dicts.
 
 Partitioned tables carry a ``partition_date`` column; each partition key becomes its own Parquet
-file, so a single-run backfill over a range stores every day separately, and a downstream asset
-(partitioned or not) reads back exactly the days it asks for. Nothing is pickled: every stored
+file, so a run over a range of days stores every day separately, and a downstream asset
+(partitioned or not) reads back exactly the days it asks for: as one table, or, for an input
+declared with ``metadata={"lazy": True}``, as ``{partition key: loader}`` for the stored days, so
+the asset reads only the days it wants, one at a time. Nothing is pickled: every stored
 value can be opened with pandas, DuckDB or a text editor.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,8 @@ class ParquetJsonIOManager(dg.ConfigurableIOManager):
         folder = self._asset_dir(context)
         if context.has_asset_partitions:
             files = [folder / f"{key}.parquet" for key in context.asset_partition_keys]
+            if context.definition_metadata.get("lazy"):
+                return {f.stem: partial(pq.read_table, f) for f in files if f.exists()}
             tables = [pq.read_table(f) for f in files if f.exists()]
             if not tables:
                 raise FileNotFoundError(

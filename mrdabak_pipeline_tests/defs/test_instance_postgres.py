@@ -20,6 +20,7 @@ from dagster._core.test_utils import in_process_test_workspace
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from psycopg2 import sql
 
+from mrdabak_pipeline.defs.automation import automation
 from mrdabak_pipeline_tests.defs.automation import automation_standin
 
 pytestmark = pytest.mark.postgres
@@ -87,7 +88,7 @@ def test_runs_event_logs_and_schedules_live_in_postgres(pg_instance: DagsterInst
     events = dict(
         _query(pg_database, "SELECT dagster_event_type, count(*) FROM event_logs WHERE run_id = %s GROUP BY 1", result.run_id)
     )
-    assert events["ASSET_MATERIALIZATION"] == 4, events
+    assert events["ASSET_MATERIALIZATION"] == len(automation.DAILY_ASSETS), events
     assert events.get("RUN_SUCCESS", events.get("PIPELINE_SUCCESS")) == 1, events  # stored under its legacy name
     partitions = _query(pg_database, "SELECT DISTINCT partition FROM event_logs WHERE run_id = %s AND partition IS NOT NULL", result.run_id)
     assert partitions == [("2025-03-09",)]

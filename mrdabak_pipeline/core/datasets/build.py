@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core.datasets.chat_format import (
-    DEFAULT_VALIDATION_FRACTION,
-    TRAIN,
-    ChatDataset,
-    Target,
-)
-from mrdabak_pipeline.core.datasets.chat_lines import iter_chat_blocks
+from mrdabak_pipeline.core.datasets.chat_format import DEFAULT_VALIDATION_FRACTION, TRAIN, VALIDATION, Target
 from mrdabak_pipeline.core.datasets.dpo import build_preference_dataset
+from mrdabak_pipeline.core.datasets.shards import jsonl_bytes, shard_settings, shards_of
+from mrdabak_pipeline.core.datasets.tokens import model_encoding_name
 from mrdabak_pipeline.core.datasets.validation import (
     DEFAULT_MODEL,
     ValidationReport,
     estimate_cost,
     iter_jsonl,
+    report_of_examples,
     validate_jsonl,
 )
 from mrdabak_pipeline.core.domain import Session
@@ -97,38 +95,124 @@ def _write_split(path: Path, examples: Sequence[dict[str, Any]]) -> str | None:
     return write_jsonl(path, examples)
 
 
-def write_chat_jsonl(
-    sessions: Iterable[Session] | pa.Table,
+@dataclass
+class _Split:
+    """What the assembly gathers of one split: its examples' figures, in file order."""
+
+    n_messages: list[int] = field(default_factory=list)
+    n_tokens: list[int] = field(default_factory=list)
+    n_assistant_tokens: list[int] = field(default_factory=list)
+    issues: list[list[str]] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+
+
+def assemble_openai_dataset(
+    shards: Iterable[pa.Table],
     out_dir: str | Path,
     *,
-    target: Target | str = Target.JSON,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    prompt: PromptKind | str = PromptKind.SHORT,
-) -> tuple[ChatDataset, str, str | None]:
-    """Stream ``train.jsonl`` / ``validation.jsonl`` into `out_dir`: (counts, train sha256, validation sha256).
+    model: str = DEFAULT_MODEL,
+    n_epochs: int | None = None,
+) -> dict[str, Any]:
+    """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format from day shards (`shards.build_shard`,
+    oldest first), with their validation report, token counts and cost; the asset's value.
 
-    Each example is serialized once and written as it is made (sha256 computed on the way), so
-    memory does not grow with the data. Both files are replaced atomically, and only when there
-    is at least one training example (else `EmptyDatasetError`, old files untouched); an empty
-    validation split removes any stale ``validation.jsonl`` (OpenAI rejects empty files) and its
-    sha256 is None.
+    The lines are copied shard by shard (memory holds one day), so the cost is writing the files;
+    the report adds up what the validator said of each line when its day was prepared (it is
+    `validate_jsonl` of the files, tested), unless the model counts tokens with another encoding
+    than the shards were counted with: then the written files are validated again. Both files are
+    replaced atomically, only when there is at least one training example (else
+    `EmptyDatasetError`), and moved to their `content_addressed` paths (the value's ``*_path``).
     """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     out = Path(out_dir)
-    train_path, valid_path = out / "train.jsonl", out / "validation.jsonl"
-    ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    with AtomicJsonlWriter(train_path) as train_w, AtomicJsonlWriter(valid_path) as valid_w:
-        for split, block in iter_chat_blocks(sessions, target, validation_fraction, prompt, stats=ds):
-            (train_w if split == TRAIN else valid_w).write_block(block)
-        if not ds.n_train:
-            raise EmptyDatasetError(
-                f"no training examples from {len(ds.skipped)} skipped sessions "
-                f"(e.g. {ds.skipped[:3]}) and {ds.n_validation} validation examples"
-            )
+    splits = {TRAIN: _Split(), VALIDATION: _Split()}
+    settings: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
+    n_skipped = duplicates = untrained = 0
+    newest = None
+    with AtomicJsonlWriter(out / "train.jsonl") as train_w, AtomicJsonlWriter(out / "validation.jsonl") as valid_w:
+        for shard in shards:
+            if not shard.num_rows:
+                continue
+            mine = shard_settings(shard)
+            if settings and {k: mine[k] for k in ("target", "prompt_id")} != {k: settings[k] for k in ("target", "prompt_id")}:
+                raise ValueError(f"shards of {shard['partition_date'][0]} were built with {mine['target']}/{mine['prompt_id']}, "
+                                 f"earlier ones with {settings['target']}/{settings['prompt_id']}: materialize dataset_shards again")
+            settings = settings or mine
+            reasons = shard.filter(pc.is_valid(shard["skip_reason"]))
+            n_skipped += reasons.num_rows
+            skipped += [{"session_id": i, "reason": r} for i, r in zip(reasons["session_id"].to_pylist(), reasons["skip_reason"].to_pylist(), strict=True)][: MAX_LISTED_SKIPS - len(skipped)]
+            duplicates += pc.sum(shard["duplicate"]).as_py() or 0
+            examples = shard.filter(pc.and_(pc.is_valid(shard["line"]), pc.invert(shard["duplicate"])))
+            if not examples.num_rows:
+                continue
+            untrained += pc.sum(examples["untrained"]).as_py() or 0
+            last = pc.max(examples["created_at"]).as_py()
+            newest = last if newest is None or (last is not None and last > newest) else newest
+            is_validation = pc.less(examples["split_score"], validation_fraction)
+            for split, writer, rows in ((TRAIN, train_w, examples.filter(pc.invert(is_validation))), (VALIDATION, valid_w, examples.filter(is_validation))):
+                if not rows.num_rows:
+                    continue
+                writer.write_block(jsonl_bytes(rows["line"].combine_chunks()))
+                gathered = splits[split]
+                for name in ("n_messages", "n_tokens", "n_assistant_tokens", "issues"):
+                    getattr(gathered, name).extend(rows[name].to_pylist())
+                gathered.sources.update(rows["source_session_id"].to_pylist())
+        n_train, n_valid = len(splits[TRAIN].n_tokens), len(splits[VALIDATION].n_tokens)
+        if not n_train:
+            raise EmptyDatasetError(f"no training examples from {n_skipped} skipped sessions (e.g. {skipped[:3]}) and {n_valid} validation examples")
         train_sha = train_w.commit()
-        valid_sha = valid_w.commit() if ds.n_validation else None
+        valid_sha = valid_w.commit() if n_valid else None
     if valid_sha is None:
-        valid_path.unlink(missing_ok=True)
-    return ds, train_sha, valid_sha
+        (out / "validation.jsonl").unlink(missing_ok=True)
+    train_path = content_addressed(out / "train.jsonl", train_sha)
+    valid_path = content_addressed(out / "validation.jsonl", valid_sha) if valid_sha else None
+    reports = {TRAIN: _report(splits[TRAIN], train_path, settings["encoding"], model)}
+    if valid_path:
+        reports[VALIDATION] = _report(splits[VALIDATION], valid_path, settings["encoding"], model)
+    cost = estimate_cost(reports[TRAIN], model, n_epochs)
+    counts = {
+        "train_examples": n_train,
+        "validation_examples": n_valid,
+        "train_source_sessions": len(splits[TRAIN].sources),
+        "validation_source_sessions": len(splits[VALIDATION].sources),
+        "skipped_sessions": n_skipped,
+        "duplicates_dropped": duplicates,
+        "untrained_assistant_turns": untrained,
+    }
+    return {
+        "format": "openai-chat",
+        "uri": str(out),
+        "target": settings["target"],
+        "prompt_id": settings["prompt_id"],
+        "validation_fraction": validation_fraction,
+        "train_path": str(train_path),
+        "validation_path": str(valid_path) if valid_path else None,
+        "train_sha256": train_sha,
+        "validation_sha256": valid_sha,
+        **counts,
+        "skipped": skipped,
+        "format_ok": all(r.ok for r in reports.values()),
+        "reports": {k: r.summary() for k, r in reports.items()},
+        "encoding": reports[TRAIN].encoding,
+        "train_tokens": cost.billing_tokens_per_epoch,
+        "n_epochs": cost.n_epochs,
+        "billed_tokens": cost.billed_tokens,
+        "usd_per_1m_tokens": cost.usd_per_1m_tokens,
+        "estimated_cost_usd": cost.estimated_cost_usd,
+        "model": model,
+        "warnings": dataset_warnings(counts, reports),
+        "data_high_water_mark": format_high_water_mark(newest) if newest else None,
+    }
+
+
+def _report(split: _Split, path: Path, encoding: dict[str, Any], model: str) -> ValidationReport:
+    """The split's report from its shards' figures, or from the file when the model counts with another encoding."""
+    if encoding.get("model_encoding") != model_encoding_name(model)[0]:
+        return validate_jsonl(path, model)
+    return report_of_examples(split.n_messages, split.n_tokens, split.n_assistant_tokens, split.issues, model, {**encoding, "model": model})
 
 
 def write_openai_dataset(
@@ -139,55 +223,20 @@ def write_openai_dataset(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     model: str = DEFAULT_MODEL,
     n_epochs: int | None = None,
-    num_threads: int | None = None,
     prompt: PromptKind | str = PromptKind.SHORT,
 ) -> dict[str, Any]:
-    """``train.jsonl`` / ``validation.jsonl`` in OpenAI chat format, validated, counted and priced.
-
-    Written by `write_chat_jsonl` (streaming) and moved to their `content_addressed` paths (the
-    value's ``*_path``), then each file is validated by reading it back from disk in chunks: the
-    check is of the bytes OpenAI will receive, in flat memory.
-    """
-    out = Path(out_dir)
-    ds, train_sha, valid_sha = write_chat_jsonl(sessions, out, target=target, validation_fraction=validation_fraction, prompt=prompt)
-    train_path = content_addressed(out / "train.jsonl", train_sha)
-    valid_path = content_addressed(out / "validation.jsonl", valid_sha) if valid_sha else None
-    reports = {"train": validate_jsonl(train_path, model, num_threads=num_threads)}
-    if valid_path:
-        reports["validation"] = validate_jsonl(valid_path, model, num_threads=num_threads)
-    cost = estimate_cost(reports["train"], model, n_epochs)
-    return {
-        "format": "openai-chat",
-        "uri": str(out),
-        "target": ds.target,
-        "prompt_id": prompt_id(prompt),
-        "validation_fraction": validation_fraction,
-        "train_path": str(train_path),
-        "validation_path": str(valid_path) if valid_path else None,
-        "train_sha256": train_sha,
-        "validation_sha256": valid_sha,
-        **ds.counts(),
-        "skipped": [{"session_id": s, "reason": r} for s, r in ds.skipped[:MAX_LISTED_SKIPS]],
-        "format_ok": all(r.ok for r in reports.values()),
-        "reports": {k: r.summary() for k, r in reports.items()},
-        "encoding": reports["train"].encoding,
-        "train_tokens": cost.billing_tokens_per_epoch,
-        "n_epochs": cost.n_epochs,
-        "billed_tokens": cost.billed_tokens,
-        "usd_per_1m_tokens": cost.usd_per_1m_tokens,
-        "estimated_cost_usd": cost.estimated_cost_usd,
-        "model": model,
-        "warnings": dataset_warnings(ds, reports),
-        "data_high_water_mark": format_high_water_mark(ds.high_water_mark) if ds.high_water_mark else None,
-    }
+    """`assemble_openai_dataset` of the day shards of `sessions`: what ``mrdabak dataset`` writes,
+    the same files the assets write from the same sessions."""
+    shards = shards_of(sessions, target=target, prompt=prompt, model=model)
+    return assemble_openai_dataset(shards, out_dir, validation_fraction=validation_fraction, model=model, n_epochs=n_epochs)
 
 
-def dataset_warnings(ds: ChatDataset, reports: dict[str, ValidationReport]) -> list[str]:
+def dataset_warnings(counts: dict[str, int], reports: dict[str, ValidationReport]) -> list[str]:
     """Human-readable problems that do not make the files invalid but deserve attention."""
     out: list[str] = []
-    if ds.n_train < OPENAI_MIN_TRAIN_EXAMPLES:
-        out.append(f"only {ds.n_train} training examples: OpenAI requires at least {OPENAI_MIN_TRAIN_EXAMPLES}")
-    if not ds.n_validation:
+    if counts["train_examples"] < OPENAI_MIN_TRAIN_EXAMPLES:
+        out.append(f"only {counts['train_examples']} training examples: OpenAI requires at least {OPENAI_MIN_TRAIN_EXAMPLES}")
+    if not counts["validation_examples"]:
         out.append("the validation split is empty")
     for split, report in reports.items():
         n = report.warnings.get("too_long", 0)
@@ -196,8 +245,8 @@ def dataset_warnings(ds: ChatDataset, reports: dict[str, ValidationReport]) -> l
                 f"{split}: {n} examples exceed {report.max_tokens_per_example} tokens and WILL BE TRUNCATED "
                 f"(lines {report.warning_lines['too_long']})"
             )
-    if ds.skipped:
-        out.append(f"{len(ds.skipped)} sessions could not become examples (see 'skipped')")
+    if counts["skipped_sessions"]:
+        out.append(f"{counts['skipped_sessions']} sessions could not become examples (see 'skipped')")
     return out
 
 

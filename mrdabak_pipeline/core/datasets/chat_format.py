@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from mrdabak_pipeline.core.domain import (
     parse_assistant_reply,
 )
 from mrdabak_pipeline.core.prompts import PromptKind, parse_now, system_prompt
-from mrdabak_pipeline.core.runtime.files import json_bytes
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 #: Changing the salt reshuffles every split: only do it on purpose (it invalidates comparisons).
@@ -128,166 +126,6 @@ def session_messages(session: Session, target: Target | str = Target.JSON, promp
 def session_to_example(session: Session, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> dict[str, Any]:
     """An OpenAI chat fine-tuning example: ``{"messages": [...]}``."""
     return {"messages": session_messages(session, target, prompt)}
-
-
-@dataclass
-class ChatDataset:
-    """The examples of both splits plus what was left out and why."""
-
-    train: list[dict[str, Any]] = field(default_factory=list)
-    validation: list[dict[str, Any]] = field(default_factory=list)
-    source_sessions: dict[str, set[str]] = field(default_factory=lambda: {TRAIN: set(), VALIDATION: set()})
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (session_id, reason)
-    n_train: int = 0  # counted separately: the streaming writer keeps no example lists
-    n_validation: int = 0
-    duplicates_dropped: int = 0
-    untrained_assistant_turns: int = 0
-    high_water_mark: datetime | None = None
-    target: str = Target.JSON.value
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "train_examples": self.n_train,
-            "validation_examples": self.n_validation,
-            "train_source_sessions": len(self.source_sessions[TRAIN]),
-            "validation_source_sessions": len(self.source_sessions[VALIDATION]),
-            "skipped_sessions": len(self.skipped),
-            "duplicates_dropped": self.duplicates_dropped,
-            "untrained_assistant_turns": self.untrained_assistant_turns,
-        }
-
-
-def _order_key(s: Session) -> tuple[datetime, str, int, str]:
-    return (s.created_at or datetime.min, s.source_session_id, s.variant, s.session_id)
-
-
-@lru_cache(maxsize=4096)
-def system_prefix(system_text: str) -> bytes:
-    """The start of a line, up to and including the system message (conversations that started
-    in the same minute share it, so it is serialized once per minute, not per example)."""
-    return b'{"messages":[' + json_bytes({"role": "system", "content": system_text})
-
-
-class ExampleCollector:
-    """The order-independent bookkeeping of a dataset build: dedup, counts, skips, high-water mark.
-
-    Shared by the in-process generator and the column-wise writer (`chat_lines.iter_chat_blocks`),
-    which feeds it candidates computed chunk by chunk; either way the same examples are kept and
-    counted.
-    """
-
-    def __init__(self, ds: ChatDataset) -> None:
-        self.ds = ds
-        self.seen: set[bytes] = set()
-
-    def skip(self, session_id: str, reason: str) -> None:
-        self.ds.skipped.append((session_id, reason))
-
-    def keep(self, key: bytes, source_session_id: str, created_at: datetime | None, untrained: int, split: str) -> bool:
-        """Count a new example; False for an exact duplicate of one already kept."""
-        ds = self.ds
-        if key in self.seen:
-            ds.duplicates_dropped += 1
-            return False
-        self.seen.add(key)
-        if split == TRAIN:
-            ds.n_train += 1
-        else:
-            ds.n_validation += 1
-        ds.source_sessions[split].add(source_session_id)
-        ds.untrained_assistant_turns += untrained
-        if created_at is not None and (ds.high_water_mark is None or created_at > ds.high_water_mark):
-            ds.high_water_mark = created_at
-        return True
-
-    def collect(self, candidates: Iterable[tuple[Any, ...]]) -> Iterator[tuple[str, list[dict[str, Any]] | None, bytes]]:
-        """``(split, messages, line)`` of the candidates (`example_candidates`) that are kept, in order."""
-        for c in candidates:
-            if c[0] == "skip":
-                self.skip(c[1], c[2])
-            elif self.keep(c[0], c[1], c[2], c[3], c[5]):
-                yield c[5], c[6], c[4]
-
-
-def _example_line(session: Session, target: Target, prompt: PromptKind | str) -> tuple[list[dict[str, Any]], bytes, bytes]:
-    """(messages, JSONL line, dedup key) of one session; raises `ExampleError` like `session_messages`.
-
-    The line is `files.json_bytes({"messages": messages})`, byte for byte, but the system message,
-    identical in every example and most of its characters, is serialized once rather than per
-    example. Two examples are the same exactly when their lines are (the messages' keys always
-    come in the same order), so the key is a digest of the line (`line_key`).
-    """
-    messages = session_messages(session, target, prompt)
-    rest = json_bytes(messages[1:])  # never empty: an example has at least one assistant turn
-    line = system_prefix(messages[0]["content"]) + b"," + rest[1:] + b"}"
-    return messages, line, line_key(line)
-
-
-def line_key(line: bytes | memoryview) -> bytes:
-    """The dedup key of a JSONL line (without its newline): equal keys, equal examples.
-
-    128 bits of sha256 (hardware-accelerated on current CPUs, faster than blake2b here).
-    """
-    return hashlib.sha256(line).digest()[:16]
-
-
-def _untrained(messages: list[dict[str, Any]]) -> int:
-    return sum(1 for m in messages if m.get("weight") == 0)
-
-
-def example_candidates(
-    sessions: Iterable[Session], target: Target, prompt: PromptKind | str, fraction: float, keep_messages: bool
-) -> Iterator[tuple[Any, ...]]:
-    """Per session, in order: ``("skip", session_id, reason)`` or
-    ``(key, source_session_id, created_at, untrained, line, split, messages or None)``."""
-    for session in sessions:
-        try:
-            messages, line, key = _example_line(session, target, prompt)
-        except ExampleError as exc:
-            yield ("skip", session.session_id, str(exc))
-            continue
-        src = session.source_session_id
-        yield (key, src, session.created_at, _untrained(messages), line, split_of(src, fraction), messages if keep_messages else None)
-
-
-def iter_chat_examples(
-    sessions: Iterable[Session],
-    target: Target | str = Target.JSON,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    prompt: PromptKind | str = PromptKind.SHORT,
-    stats: ChatDataset | None = None,
-) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """``(split, example, JSONL line as UTF-8)`` for every usable session, deduplicated, in file order.
-
-    A generator so a dataset of any size is written line by line: nothing but the 16-byte dedup
-    digests (and the sorted sessions the caller already holds) grows with the data. `stats` (a
-    `ChatDataset` whose example lists stay empty) receives the counts, skips and high-water mark.
-    """
-    ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    ordered = sorted(sessions, key=_order_key)
-    for split, messages, line in ExampleCollector(ds).collect(example_candidates(ordered, Target(target), prompt, ds.validation_fraction, True)):
-        yield split, {"messages": messages}, line
-
-
-def build_chat_dataset(
-    sessions: Iterable[Session],
-    target: Target | str = Target.JSON,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    prompt: PromptKind | str = PromptKind.SHORT,
-) -> ChatDataset:
-    """Examples for every usable session, split by source session, in a deterministic order.
-
-    The order (created_at, source id, variant) makes the files byte-identical for the same input,
-    so their sha256 identifies the data. Exact duplicate examples (an augmented variant that
-    changed nothing) are kept once; sessions that cannot be used are listed with the reason.
-    Holds every example in memory: for writing files use `iter_chat_examples` (what
-    `dataset_build.write_openai_dataset` does), which streams.
-    """
-    ds = ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    for split, example, _line in iter_chat_examples(sessions, target, validation_fraction, prompt, ds):
-        (ds.train if split == TRAIN else ds.validation).append(example)
-    return ds
 
 
 # --- the golden evaluation set -----------------------------------------------------------------

@@ -1,59 +1,61 @@
-"""A session table -> the OpenAI chat JSONL lines, column by column, on every core.
+"""THE dataset writer: a session table -> one OpenAI chat JSONL line per session, column-wise.
 
-`chat_format.session_messages` and `files.json_bytes` define what a line is. Turning two million
-turns into Python objects and dicts just to serialize them again was most of the dataset stage,
-so for a session table (what the assets store) the same bytes are assembled with Arrow string
-kernels: each message is a fixed JSON frame around its escaped text, and a line is the session's system
-message (its own start time is in it) plus the session's frames joined by commas. JSON string escaping is two substring
-replacements (backslash, quote) for text without control characters (the few texts with control
-characters are escaped by orjson itself), and each distinct order state is written once.
+`chat_format.session_messages` defines what an example is (and what is not one), `files.json_bytes`
+what its bytes are. Turning two million turns into Python objects and dicts just to serialize them
+again was most of the dataset stage, so the same bytes are assembled with Arrow string kernels:
+each message is a fixed JSON frame around its escaped text, and a line is the session's system
+message (its own start time is in it) plus the session's frames joined by commas. JSON string
+escaping is two substring replacements (backslash, quote) for text without control characters
+(the few texts with control characters are escaped by orjson itself), and each distinct order
+state is written once.
 
 Sessions the kernels cannot vouch for (no assistant turn, a role other than user/assistant, a
-blank or missing text) go through `chat_format` one by one, so every rule about what is NOT an
-example lives there. A property test holds the two paths to the same bytes.
+blank or missing text, no start time) go through `session_messages` one by one, so every rule
+about what is NOT an example lives there. A property test holds the kernels to
+``json_bytes({"messages": session_messages(...)})``, byte for byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mrdabak_pipeline.core.datasets.chat_format import (
-    DEFAULT_VALIDATION_FRACTION,
-    TRAIN,
-    VALIDATION,
-    ChatDataset,
-    ExampleCollector,
-    Target,
-    example_candidates,
-    iter_chat_examples,
-    line_key,
-    split_of,
-    system_prefix,
-)
-from mrdabak_pipeline.core.domain import Session
+from mrdabak_pipeline.core.datasets.chat_format import ExampleError, Target, session_messages
 from mrdabak_pipeline.core.prompts import PromptKind, system_prompt
 from mrdabak_pipeline.core.records import datetimes_of, sessions_from_table, state_groups
-from mrdabak_pipeline.core.runtime import parallel
+from mrdabak_pipeline.core.runtime.files import json_bytes
 
-#: Session rows per worker chunk below which the table is formatted in this process.
-MIN_CHUNK_SESSIONS = 5_000
-#: Session rows per chunk at most, in this process too: a chunk's lines are one Arrow string
-#: array (under 2 GiB) and its frames are what the stage holds at a time.
+#: Session rows formatted at a time: a slice's lines are one Arrow string array (under 2 GiB)
+#: and its frames are what the writer holds at a time.
 MAX_CHUNK_SESSIONS = 4_000
-#: Lines of the per-session path handed to the writer at a time.
-_LINES_PER_BLOCK = 512
-#: The columns and directions of `chat_format._order_key`, for sorting a session table the same
-#: way. Nulls first, as `_order_key` puts a missing created_at at datetime.min.
-_ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
+#: The example order inside a day (`shards.build_shard` puts the day first): the conversation's
+#: start, then its source, variant and id. Nulls first (a session without a start is skipped).
+ORDER_COLUMNS = [(c, "ascending", "at_start") for c in ("created_at", "source_session_id", "variant", "session_id")]
 #: Every character Python's ``str.isspace`` accepts: a text made only of these is blank.
 _BLANK = "^[\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]*$"
+#: What `example_lines` returns: one row per session, in the input's row order.
+LINES_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("source_session_id", pa.string()),  # the session's own id when it is an original
+        ("created_at", pa.timestamp("us")),
+        ("untrained", pa.int64()),  # assistant turns with "weight": 0 (their order state is unknown)
+        ("line", pa.string()),  # the JSONL line without its newline; null when skipped
+        ("skip_reason", pa.string()),  # why the session is not an example; null when it is one
+    ]
+)
+
+
+@lru_cache(maxsize=4096)
+def system_prefix(system_text: str) -> str:
+    """The start of a line, up to and including the system message (conversations that started
+    in the same minute share it, so it is serialized once per minute, not per example)."""
+    return '{"messages":[' + json_bytes({"role": "system", "content": system_text}).decode("utf-8")
+
 
 _USER_OPEN = '{"role":"user","content":"'
 _TEXT_OPEN = '{"role":"assistant","content":"'
@@ -118,17 +120,6 @@ def state_json(states: pa.StructArray) -> pa.Array:
     return pc.binary_join_element_wise("{", pc.utf8_slice_codeunits(joined, 1), "}", "")
 
 
-@dataclass
-class ChunkLines:
-    """One slice of a sorted session table as candidates, in order: the skipped sessions, and per
-    example what `ExampleCollector.keep` takes (key, source id, created_at, untrained turns, split);
-    the lines (each with its newline) come per split, in the same order as their examples."""
-
-    skipped: list[tuple[str, str]]
-    examples: list[tuple[bytes, str, Any, int, str]]
-    lines: dict[str, pa.Array]
-
-
 def _turn_index(turns: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """(the turns of every session, flat; first turn of each session; each turn's session)."""
     turns = turns.combine_chunks() if isinstance(turns, pa.ChunkedArray) else turns
@@ -189,9 +180,17 @@ def _frames(
     return pa.concat_arrays([user, assistant]).take(pa.array(order)), untrained
 
 
-def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind | str, fraction: float) -> ChunkLines:
-    """`chat_format.example_candidates` of every session row of `table`, in row order, lines column-wise."""
-    target = Target(target)
+
+
+def example_lines(table: pa.Table, target: Target | str = Target.JSON, prompt: PromptKind | str = PromptKind.SHORT) -> pa.Table:
+    """Each session row of `table` (records.SESSION_SCHEMA) as its example line or its skip reason
+    (`LINES_SCHEMA`), in row order, `MAX_CHUNK_SESSIONS` rows at a time."""
+    target, prompt = Target(target), PromptKind(prompt)
+    parts = [_chunk_lines(table.slice(a, MAX_CHUNK_SESSIONS), target, prompt) for a in range(0, table.num_rows, MAX_CHUNK_SESSIONS)]
+    return pa.concat_tables(parts) if parts else LINES_SCHEMA.empty_table()
+
+
+def _chunk_lines(table: pa.Table, target: Target, prompt: PromptKind) -> pa.Table:
     n = table.num_rows
     flat, starts, session_of = _turn_index(table.column("turns"))
     roles = flat.field("role")
@@ -203,128 +202,49 @@ def table_chunk_lines(table: pa.Table, target: Target | str, prompt: PromptKind 
     odd = pc.or_(odd, pc.fill_null(pc.match_substring_regex(contents, _BLANK), True))
     odd_turn = odd.to_numpy(zero_copy_only=False) & kept
     created = datetimes_of(table.column("created_at"))
-    no_time = np.array([c is None for c in created], dtype=bool)  # chat_format refuses these
+    no_time = np.array([c is None for c in created], dtype=bool)  # session_messages refuses these
     slow = (last < 0) | (np.bincount(session_of[odd_turn], minlength=n) > 0) | no_time
 
     fast_rows = np.flatnonzero(kept & ~slow[session_of])
     frames, untrained_turns = _frames(flat, is_assistant, fast_rows, session_of[fast_rows], starts, target)
     fast_sessions = np.flatnonzero(~slow)
     per_session = np.bincount(session_of[fast_rows], minlength=n)[fast_sessions]
-    untrained = np.bincount(session_of[fast_rows], weights=untrained_turns, minlength=n)[fast_sessions].astype(np.int64)
+    untrained = np.zeros(n, dtype=np.int64)
+    untrained[fast_sessions] = np.bincount(session_of[fast_rows], weights=untrained_turns, minlength=n)[fast_sessions]
     offsets = pa.array(np.concatenate(([0], np.cumsum(per_session))), pa.int32())
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, frames), ",")
     # Each conversation's own system message (its start time is in it), serialized once per minute.
-    prefix = pa.array([system_prefix(system_prompt(created[i], prompt)).decode("utf-8") + "," for i in fast_sessions.tolist()], pa.string())
-    fast_lines = pc.binary_join_element_wise(prefix, joined, "]}\n", "")
+    prefix = pa.array([system_prefix(system_prompt(created[i], prompt)) + "," for i in fast_sessions.tolist()], pa.string())
+    lines = pc.binary_join_element_wise(prefix, joined, "]}", "")
+    reasons: list[str | None] | pa.Array = [None] * len(fast_sessions)
 
     slow_rows = np.flatnonzero(slow)
-    slow_candidates = list(example_candidates(sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), target, prompt, fraction, False)) if len(slow_rows) else []
-    slow_lines = pa.array([c[4] + b"\n" if c[0] != "skip" else None for c in slow_candidates], pa.binary()).cast(pa.string())
-    # back in row order: fast rows first in the concatenation, slow rows after
-    position = np.empty(n, dtype=np.int64)
-    position[fast_sessions] = np.arange(len(fast_sessions))
-    position[slow_rows] = len(fast_sessions) + np.arange(len(slow_rows))
-    lines = pa.concat_arrays([fast_lines, slow_lines]).take(pa.array(position, pa.int64())) if len(slow_rows) else fast_lines
-
-    ids = table.column("session_id").to_pylist()
-    sources = table.column("source_session_id").to_pylist()
-    slow_meta = iter(slow_candidates)
-    untrained_of = dict(zip(fast_sessions.tolist(), untrained.tolist(), strict=True))
-    buffer = memoryview(lines.buffers()[2] or b"")
-    bounds = _offsets(lines).tolist()
-    splits: dict[str, str] = {}
-    out = ChunkLines([], [], {})
-    rows: dict[str, list[int]] = {TRAIN: [], VALIDATION: []}
-    for i in range(n):
-        if slow[i]:
-            c = next(slow_meta)
-            if c[0] == "skip":
-                out.skipped.append((c[1], c[2]))
+    if len(slow_rows):  # the rules themselves, one session at a time
+        slow_lines: list[str | None] = []
+        for i, session in zip(slow_rows.tolist(), sessions_from_table(table.take(pa.array(slow_rows, pa.int64()))), strict=True):
+            try:
+                messages = session_messages(session, target, prompt)
+            except ExampleError as exc:
+                slow_lines.append(None)
+                reasons.append(str(exc))
                 continue
-            example = (c[0], c[1], c[2], c[3], c[5])
-        else:
-            src = sources[i] or ids[i]
-            split = splits.get(src)
-            if split is None:
-                split = splits[src] = split_of(src, fraction)
-            example = (line_key(buffer[bounds[i] : bounds[i + 1] - 1]), src, created[i], untrained_of[i], split)
-        out.examples.append(example)
-        rows[example[4]].append(i)
-    out.lines = {split: lines.take(pa.array(picked, pa.int64())) for split, picked in rows.items()}
-    return out
-
-
-def _chunk_job(job: tuple[pa.Table, np.ndarray, str, str, float]) -> ChunkLines:
-    """Worker side: put the gathered rows in example order (`parallel.gather_rows`), then format."""
-    rows, order, *options = job
-    return table_chunk_lines(rows.take(pa.array(order, pa.int64())), *options)
+            slow_lines.append(json_bytes({"messages": messages}).decode("utf-8"))
+            reasons.append(None)
+            untrained[i] = sum(1 for m in messages if m.get("weight") == 0)
+        position = np.empty(n, dtype=np.int64)  # back in row order: fast rows first, slow rows after
+        position[fast_sessions] = np.arange(len(fast_sessions))
+        position[slow_rows] = len(fast_sessions) + np.arange(len(slow_rows))
+        order = pa.array(position, pa.int64())
+        lines = pa.concat_arrays([lines, pa.array(slow_lines, pa.string())]).take(order)
+        reasons = pa.array(reasons, pa.string()).take(order)
+    else:
+        reasons = pa.array(reasons, pa.string())
+    ids, sources = table.column("session_id"), table.column("source_session_id")
+    sources = pc.if_else(pc.fill_null(pc.equal(sources, ""), True), ids, sources)  # as `Session` does
+    columns = [ids, sources, table.column("created_at"), pa.array(untrained), lines, reasons]
+    return pa.Table.from_arrays([c if isinstance(c, pa.ChunkedArray) else pa.chunked_array([c]) for c in columns], schema=LINES_SCHEMA)
 
 
 def _offsets(lines: pa.Array) -> np.ndarray:
     """Where each string of a string array starts in its data buffer, and where the last one ends."""
     return np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-
-
-def _blocks(lines: pa.Array, dropped: list[int]) -> Iterator[memoryview]:
-    """The lines (each with its newline) but the `dropped` ones, as runs of consecutive lines,
-    straight from the array's buffer: no copy, whatever is dropped."""
-    bounds = _offsets(lines).tolist()
-    data = memoryview(lines.buffers()[2] or b"")
-    start = 0
-    for i in [*dropped, len(lines)]:
-        if i > start:
-            yield data[bounds[start] : bounds[i]]
-        start = i + 1
-
-
-def iter_chat_blocks(
-    sessions: Iterable[Session] | pa.Table,
-    target: Target | str = Target.JSON,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    prompt: PromptKind | str = PromptKind.SHORT,
-    stats: ChatDataset | None = None,
-    workers: int | None = None,
-) -> Iterator[tuple[str, bytes | memoryview]]:
-    """``(split, lines)``: the lines `chat_format.iter_chat_examples` makes, each ending in a
-    newline, in file order, a block of one or more at a time.
-
-    A session table (records.SESSION_SCHEMA) is sorted in Arrow by the example order, cut into
-    slices, and each slice formatted column-wise (`table_chunk_lines`), on every core when it is
-    big; dedup, counts and the split stay here, in order, so the files are the same bytes
-    whatever the number of workers.
-    """
-    ds = stats if stats is not None else ChatDataset(target=Target(target).value, validation_fraction=validation_fraction)
-    if not isinstance(sessions, pa.Table):
-        pending: dict[str, list[bytes]] = {TRAIN: [], VALIDATION: []}
-        for split, _example, line in iter_chat_examples(sessions, target, validation_fraction, prompt, ds):
-            pending[split].append(line)
-            if len(pending[split]) >= _LINES_PER_BLOCK:
-                yield split, b"\n".join(pending[split]) + b"\n"
-                pending[split].clear()
-        for split, lines in pending.items():
-            if lines:
-                yield split, b"\n".join(lines) + b"\n"
-        return
-    table = sessions
-    spread = parallel.chunk_count(table.num_rows, MIN_CHUNK_SESSIONS, workers, per_worker=8)
-    parts = max(spread, -(-table.num_rows // MAX_CHUNK_SESSIONS))
-    order = pc.sort_indices(table, sort_keys=_ORDER_COLUMNS).to_numpy()
-    bounds = [table.num_rows * i // parts for i in range(parts + 1)]
-    jobs = (
-        (*parallel.gather_rows(table, order[a:b]), Target(target).value, PromptKind(prompt).value, ds.validation_fraction)
-        for a, b in zip(bounds, bounds[1:], strict=False)
-    )
-    collector = ExampleCollector(ds)
-    for chunk in parallel.imap(_chunk_job, jobs, workers if spread > 1 else 1):
-        for session_id, reason in chunk.skipped:
-            collector.skip(session_id, reason)
-        dropped: dict[str, list[int]] = {TRAIN: [], VALIDATION: []}
-        position = {TRAIN: 0, VALIDATION: 0}
-        for example in chunk.examples:
-            split = example[4]
-            if not collector.keep(*example):
-                dropped[split].append(position[split])
-            position[split] += 1
-        for split, lines in chunk.lines.items():
-            for block in _blocks(lines, dropped[split]):
-                yield split, block

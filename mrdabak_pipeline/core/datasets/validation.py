@@ -6,14 +6,12 @@ the same named format errors, the same token-count convention (3 tokens per mess
 3 to prime the reply), the same default-epochs heuristic and billing estimate, so what we report
 matches what the API will say about the file before anything is uploaded or paid.
 
-Token counting comes in two implementations with identical results:
-
-* `count_tokens_naive` — the cookbook's loop: one ``encode`` call per message value. Kept as the
-  reference the fast path is tested and benchmarked against.
-* `count_tokens_fast` — every distinct string is encoded once (in contiguous chunks on a few
-  threads). The system prompt is the same in every example and is most of
-  each example's tokens, and augmented variants repeat most turns, so this does a fraction of the
-  BPE work.
+One validator, `validate_range` (what `validate_jsonl` runs on a file and `shards.build_shard`
+on a day's lines): blocks of lines in the usual shape ({"messages": [{"role", "content",
+"weight"?}]}) are parsed by Arrow's JSON reader and checked and counted as columns, each distinct
+string encoded once; any block it cannot vouch for goes through `validate_numbered`, the
+cookbook's rules and per-message loop as published, line by line. `validate_jsonl_naive` runs
+those rules on the whole file: the reference figure 2 benchmarks against and tests compare with.
 
 Prices live in one table, `mrdabak_pipeline.core.cloud.spec.TRAINING_PRICE_PER_1M`; this module
 only adds the per-example token limits, which are a property of the file, not of billing.
@@ -21,12 +19,13 @@ only adds the per-example token limits, which are a property of the file, not of
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ import tiktoken
 
 from mrdabak_pipeline.core.cloud.spec import DEFAULT_BASE_MODEL, training_cost_usd
 from mrdabak_pipeline.core.datasets.tokens import ResolvedEncoding, resolve_encoding, token_counter
-from mrdabak_pipeline.core.runtime import parallel
 
 DEFAULT_MODEL = DEFAULT_BASE_MODEL
 
@@ -97,7 +95,19 @@ def max_tokens_per_example(model: str) -> int:
     return MAX_TOKENS_PER_EXAMPLE[max(matches, key=len)] if matches else DEFAULT_MAX_TOKENS_PER_EXAMPLE
 
 
-def iter_jsonl(path: str | Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
+#: What the validator reads: a JSONL file, or the bytes of whole lines (a shard's, in memory).
+Source = str | Path | bytes
+
+
+def _open(source: Source) -> io.BufferedIOBase:
+    return io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def _size(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else os.path.getsize(source)
+
+
+def iter_jsonl(path: Source, start: int = 0, end: int | None = None) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed object)`` for every line, streamed; a bad line is `INVALID_JSON`.
 
     Lines are what ``bytes.splitlines`` gives on the whole file (a lone ``\\r`` also ends a line),
@@ -108,7 +118,7 @@ def iter_jsonl(path: str | Path, start: int = 0, end: int | None = None) -> Iter
     loads = orjson.loads  # the same objects as json.loads for valid JSON, several times faster
     lineno = 0
     pos = start
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         fh.seek(start)
         for raw in fh:
             if end is not None and pos >= end:
@@ -185,7 +195,7 @@ def count_tokens_naive(examples: Sequence[Any], encoding: tiktoken.Encoding) -> 
     """The cookbook's reference loop: (tokens, assistant tokens) per example, one encode per value.
 
     ``disallowed_special=()`` counts text like ``<|endoftext|>`` as ordinary text instead of
-    raising, which is what `count_tokens_fast` (``encode_ordinary``) does too. An example with no
+    raising, which is what the column-wise path (``encode_ordinary``) does too. An example with no
     readable message counts 0 (the cookbook would crash on it; the format errors report it).
     """
     totals: list[int] = []
@@ -245,46 +255,6 @@ class TokenCache(dict[str, int]):
             new = distinct
         if new:
             self.update(zip(new, token_lengths(new, encoding, num_threads), strict=True))
-
-
-def _string_values(parsed: list[list[dict[str, Any]]]) -> tuple[list[list[str]], list[list[str]], list[int]]:
-    """Per example: every string value of its messages, its assistant contents, its ``name`` keys."""
-    values, assistant, names = [], [], []
-    for messages in parsed:
-        values.append([v for m in messages for v in m.values() if isinstance(v, str)])
-        assistant.append([c for m in messages if m.get("role") == "assistant" and isinstance(c := m.get("content"), str)])
-        names.append(sum(1 for m in messages if "name" in m))
-    return values, assistant, names
-
-
-def count_tokens_fast(
-    examples: Sequence[Any],
-    encoding: tiktoken.Encoding,
-    num_threads: int | None = None,
-    cache: TokenCache | None = None,
-) -> tuple[list[int], list[int]]:
-    """Same numbers as `count_tokens_naive`, encoding each distinct string once.
-
-    Pass one collects the strings not in `cache`; they are encoded in one (threaded) batch;
-    pass two sums cached lengths per example. Give the same `cache` to successive chunks of a
-    file so a string is encoded once per file, not once per chunk.
-    """
-    return _count_messages([_messages(example) for example in examples], encoding, num_threads, cache)
-
-
-def _count_messages(
-    parsed: list[list[dict[str, Any]]], encoding: tiktoken.Encoding, num_threads: int | None, cache: TokenCache | None
-) -> tuple[list[int], list[int]]:
-    """`count_tokens_fast` over each example's countable messages (`_messages`), already extracted."""
-    lengths = cache if cache is not None else TokenCache()
-    values, assistant, names = _string_values(parsed)
-    lengths.add(list(dict.fromkeys(v for vals in values for v in vals)), encoding, num_threads)
-    get = lengths.__getitem__
-    totals = [
-        TOKENS_REPLY_PRIMING + TOKENS_PER_MESSAGE * len(messages) + sum(map(get, vals)) + TOKENS_PER_NAME * n if messages else 0
-        for messages, vals, n in zip(parsed, values, names, strict=True)
-    ]
-    return totals, [sum(map(get, vals)) for vals in assistant]
 
 
 def distribution(values: Sequence[int | float]) -> dict[str, float]:
@@ -355,21 +325,14 @@ class ValidationReport:
         }
 
 
-#: Examples parsed, checked and counted at a time by the streaming validators: big enough that
-#: the threaded encoding batch is worth it, small enough that memory does not grow with the file.
+#: Examples parsed, checked and counted at a time by `validate_numbered`: the parsed objects of one
+#: chunk are held, never the file's.
 CHUNK_EXAMPLES = 8_192
 
 
-def validate_examples(
-    examples: Iterable[Any],
-    model: str = DEFAULT_MODEL,
-    *,
-    encoding: ResolvedEncoding | None = None,
-    fast: bool = True,
-    num_threads: int | None = None,
-) -> ValidationReport:
-    """Format checks + token counts for already-parsed examples (numbered from 1)."""
-    return validate_numbered(enumerate(examples, start=1), model, encoding=encoding, fast=fast, num_threads=num_threads)
+def validate_examples(examples: Iterable[Any], model: str = DEFAULT_MODEL, *, encoding: ResolvedEncoding | None = None) -> ValidationReport:
+    """Format checks + token counts for already-parsed examples (numbered from 1), by the cookbook's rules."""
+    return validate_numbered(enumerate(examples, start=1), model, encoding=encoding)
 
 
 def validate_numbered(
@@ -377,83 +340,41 @@ def validate_numbered(
     model: str = DEFAULT_MODEL,
     *,
     encoding: ResolvedEncoding | None = None,
-    fast: bool = True,
-    num_threads: int | None = None,
     max_listed: int = 5,
     chunk_size: int = CHUNK_EXAMPLES,
 ) -> ValidationReport:
     """Format checks + token counts for ``(line number, parsed object)`` pairs, as `iter_jsonl` gives.
 
     Consumed in chunks of `chunk_size`, so a generator over a file of any size is validated in
-    flat memory: only the per-example numbers (three ints each) are kept. The fast path shares one
-    `TokenCache` across chunks; the figures do not depend on the chunk size.
+    flat memory: only the per-example numbers (three ints each) are kept. Tokens are counted by
+    the cookbook's loop (`count_tokens_naive`): this is the path for lines the column-wise one
+    cannot vouch for, and the reference it is tested against.
     """
     resolved = encoding or resolve_encoding(model)
-    limit = max_tokens_per_example(model)
-    errors: Counter[str] = Counter()
-    error_lines: dict[str, list[int]] = {}
-    warnings: Counter[str] = Counter()
-    warning_lines: dict[str, list[int]] = {}
     n_messages: list[int] = []
     n_tokens: list[int] = []
     n_assistant: list[int] = []
-    cache = TokenCache()
-
-    def note(counter: Counter[str], lines: dict[str, list[int]], code: str, lineno: int) -> None:
-        counter[code] += 1
-        listed = lines.setdefault(code, [])
-        if len(listed) < max_listed:
-            listed.append(lineno)
-
+    issues: list[Sequence[str]] = []
     iterator = iter(pairs)
-    while chunk := list(itertools.islice(iterator, chunk_size)):
-        objs = []
-        parsed = []
-        for lineno, obj in chunk:
-            objs.append(obj)
+    while chunk := [obj for _lineno, obj in itertools.islice(iterator, chunk_size)]:
+        for obj in chunk:
             codes, messages = inspect_example(obj)
-            for code in codes:
-                note(errors, error_lines, code, lineno)
-            parsed.append(messages)
-            n_messages.append(len(messages))
             roles = [m.get("role") for m in messages]  # a list: a broken role may be unhashable
-            if "system" not in roles:
-                note(warnings, warning_lines, "missing_system_message", lineno)
-            if "user" not in roles:
-                note(warnings, warning_lines, "missing_user_message", lineno)
-        if fast:
-            tokens, assistant = _count_messages(parsed, resolved.encoding, num_threads, cache)
-        else:
-            tokens, assistant = count_tokens_naive(objs, resolved.encoding)
-        for (lineno, _), n in zip(chunk, tokens, strict=True):
-            if n > limit:
-                note(warnings, warning_lines, "too_long", lineno)
+            missing = ("missing_system_message",) * ("system" not in roles) + ("missing_user_message",) * ("user" not in roles)
+            issues.append((*codes, *missing) if codes or missing else ())
+            n_messages.append(len(messages))
+        tokens, assistant = count_tokens_naive(chunk, resolved.encoding)
         n_tokens.extend(tokens)
         n_assistant.extend(assistant)
-    return ValidationReport(
-        n_examples=len(n_tokens),
-        errors=errors,
-        error_lines=error_lines,
-        warnings=warnings,
-        warning_lines=warning_lines,
-        n_messages=n_messages,
-        n_tokens=n_tokens,
-        n_assistant_tokens=n_assistant,
-        max_tokens_per_example=limit,
-        encoding=resolved.metadata(),
-    )
+    return report_of_examples(n_messages, n_tokens, n_assistant, issues, model, resolved.metadata(), max_listed)
 
 
-#: File bytes per chunk below which validation stays in this process.
-MIN_CHUNK_BYTES = 16 * 2**20
-
-
-def line_ranges(path: str | Path, parts: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+def line_ranges(path: Source, parts: int, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` (default: the whole file) as about `parts` byte ranges, each starting at a
     line start (`start` must be one)."""
-    end = os.path.getsize(path) if end is None else end
+    end = _size(path) if end is None else end
     starts = {start}
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         for i in range(1, parts):
             fh.seek(start + (end - start) * i // parts)
             fh.readline()  # finish the line the cut fell into
@@ -481,16 +402,10 @@ def merge_reports(parts: Sequence[ValidationReport], max_listed: int = 5) -> Val
                 listed.extend(n + offset for n in lines[: max(0, max_listed - len(listed))])
         offset += part.n_examples
     return ValidationReport(
-        n_examples=offset,
-        errors=errors,
-        error_lines=error_lines,
-        warnings=warnings,
-        warning_lines=warning_lines,
-        n_messages=[n for p in parts for n in p.n_messages],
-        n_tokens=[n for p in parts for n in p.n_tokens],
+        n_examples=offset, errors=errors, error_lines=error_lines, warnings=warnings, warning_lines=warning_lines,
+        n_messages=[n for p in parts for n in p.n_messages], n_tokens=[n for p in parts for n in p.n_tokens],
         n_assistant_tokens=[n for p in parts for n in p.n_assistant_tokens],
-        max_tokens_per_example=parts[0].max_tokens_per_example,
-        encoding=parts[0].encoding,
+        max_tokens_per_example=parts[0].max_tokens_per_example, encoding=parts[0].encoding,
     )
 
 
@@ -586,10 +501,10 @@ def _string_tokens(values: pa.Array, encoding: ResolvedEncoding, cache: TokenCac
 
 
 def validate_range(
-    path: str | Path, start: int = 0, end: int | None = None, model: str = DEFAULT_MODEL,
-    encoding: ResolvedEncoding | None = None, num_threads: int | None = None,
+    path: Source, start: int = 0, end: int | None = None, model: str = DEFAULT_MODEL,
+    encoding: ResolvedEncoding | None = None, num_threads: int | None = None, max_listed: int = 5,
 ) -> ValidationReport:
-    """`validate_numbered` of the lines in a byte range of a file (`iter_jsonl` semantics).
+    """`validate_numbered` of the lines in a byte range of a file or of bytes (`iter_jsonl` semantics).
 
     Blocks of lines in the canonical shape with no format error are checked and counted
     column-wise; any other block goes through `validate_numbered` line by line: the report is
@@ -597,46 +512,69 @@ def validate_range(
     """
     resolved = encoding or resolve_encoding(model)
     limit = max_tokens_per_example(model)
-    end = os.path.getsize(path) if end is None else end
+    end = _size(path) if end is None else end
     cache = TokenCache()
     parts = []
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         for a, b in line_ranges(path, -(-(end - start) // ARROW_BLOCK_BYTES), start, end):
             fh.seek(a)
             messages = _arrow_examples(fh.read(b - a))
-            report = _arrow_report(messages, resolved, limit, cache, num_threads) if messages is not None else None
+            report = _arrow_report(messages, resolved, limit, cache, num_threads, max_listed) if messages is not None else None
             if report is None:
-                report = validate_numbered(iter_jsonl(path, a, b), model, encoding=resolved, num_threads=num_threads)
+                report = validate_numbered(iter_jsonl(path, a, b), model, encoding=resolved, max_listed=max_listed)
             parts.append(report)
     if not parts:
         return validate_numbered([], model, encoding=resolved)
-    return merge_reports(parts)
-
-
-def _validate_range(job: tuple[str, int, int, str]) -> ValidationReport:
-    """Worker side of `validate_jsonl`: one line range, one thread (the process is the parallelism)."""
-    path, start, end, model = job
-    return validate_range(path, start, end, model, num_threads=1)
+    return merge_reports(parts, max_listed)
 
 
 def validate_jsonl(
     path: str | Path, model: str = DEFAULT_MODEL, *, fast: bool = True, num_threads: int | None = None,
-    encoding: ResolvedEncoding | None = None, workers: int | None = None,
+    encoding: ResolvedEncoding | None = None,
 ) -> ValidationReport:
-    """Validate and count a JSONL file as it is on disk (what OpenAI will receive).
-
-    The fast path reads the file in blocks (`validate_range`), line ranges on every core for a
-    big file; ``fast=False`` is the cookbook's way: read every line, then one ``encode`` per
-    message value.
-    """
+    """Validate and count a JSONL file as it is on disk (what OpenAI will receive): `validate_range`
+    over the whole file; ``fast=False`` is the cookbook's way (`validate_numbered` of every line)."""
     if not fast:
-        return validate_numbered(read_jsonl(path), model, encoding=encoding, fast=False, num_threads=num_threads)
-    if encoding is None:
-        parts = parallel.chunk_count(os.path.getsize(path), MIN_CHUNK_BYTES, workers)
-        if parts > 1:  # a big file: line ranges on every core, merged in order (same report)
-            jobs = [(str(path), a, b, model) for a, b in line_ranges(path, parts)]
-            return merge_reports(list(parallel.imap(_validate_range, jobs, workers)))
+        return validate_numbered(read_jsonl(path), model, encoding=encoding)
     return validate_range(path, model=model, encoding=encoding, num_threads=num_threads)
+
+
+def example_issues(report: ValidationReport) -> list[list[str]]:
+    """Per example, the codes `report` noted on its line, ``too_long`` aside (it depends on the
+    model's limit). `report` must list every line (made with ``max_listed=sys.maxsize``)."""
+    issues: list[list[str]] = [[] for _ in range(report.n_examples)]
+    for listed in (report.error_lines, report.warning_lines):
+        for code, lines in listed.items():
+            if code != "too_long":
+                for n in lines:
+                    issues[n - 1].append(code)
+    return issues
+
+
+def report_of_examples(
+    n_messages: list[int], n_tokens: list[int], n_assistant_tokens: list[int], issues: Sequence[Sequence[str]],
+    model: str, encoding: dict[str, Any], max_listed: int = 5,
+) -> ValidationReport:
+    """The report of a file from its examples' figures and `example_issues`, in line order: what
+    `validate_jsonl` says of a file whose lines were validated before (a day's shard), without
+    reading or encoding them again."""
+    limit = max_tokens_per_example(model)
+    errors: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    error_lines: dict[str, list[int]] = {}
+    warning_lines: dict[str, list[int]] = {}
+    noted = [(lineno, code) for lineno, codes in enumerate(issues, start=1) for code in codes]
+    noted += [(lineno, "too_long") for lineno, n in enumerate(n_tokens, start=1) if n > limit]
+    for lineno, code in sorted(noted):
+        counter, listed = (errors, error_lines) if code in FORMAT_ERRORS else (warnings, warning_lines)
+        counter[code] += 1
+        if len(lines := listed.setdefault(code, [])) < max_listed:
+            lines.append(lineno)
+    return ValidationReport(
+        n_examples=len(n_tokens), errors=errors, error_lines=error_lines, warnings=warnings, warning_lines=warning_lines,
+        n_messages=n_messages, n_tokens=n_tokens, n_assistant_tokens=n_assistant_tokens,
+        max_tokens_per_example=limit, encoding=encoding,
+    )
 
 
 def validate_jsonl_naive(path: str | Path, model: str = DEFAULT_MODEL, encoding: ResolvedEncoding | None = None) -> ValidationReport:
@@ -683,14 +621,7 @@ class CostEstimate:
     estimated_cost_usd: float | None  # None when the model has no known price
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "n_epochs": self.n_epochs,
-            "billing_tokens_per_epoch": self.billing_tokens_per_epoch,
-            "billed_tokens": self.billed_tokens,
-            "usd_per_1m_tokens": self.usd_per_1m_tokens,
-            "estimated_cost_usd": self.estimated_cost_usd,
-        }
+        return asdict(self)
 
 
 def estimate_cost(train: ValidationReport, model: str = DEFAULT_MODEL, n_epochs: int | None = None) -> CostEstimate:

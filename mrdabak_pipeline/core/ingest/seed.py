@@ -678,7 +678,10 @@ def _alternative(c: _Conversation, o: _Order, f: str) -> _Order:
         days = [o.day + timedelta(days=k) for k in (-2, -1, 1, 2, 3, 7) if c.deliverable(o.day + timedelta(days=k), o.at)]
         return replace(o, day=rng.choice(days))
     if f == "deliveryTime":
-        return replace(o, at=rng.choice([t for t in DELIVERY_SLOTS if t != o.at and c.deliverable(o.day, t)]))
+        times = [t for t in DELIVERY_SLOTS if t != o.at and c.deliverable(o.day, t)]
+        if not times:  # the day's last deliverable slot: the customer first names another day instead
+            return _alternative(c, o, "deliveryDate")
+        return replace(o, at=rng.choice(times))
     return replace(o, address=c.address())
 
 

@@ -224,28 +224,10 @@ class _Tally:
 
 @dataclass
 class CleaningSummary(_Tally):
-    """Everything about a cleaning pass but the sessions themselves: what the asset reports.
-
-    Chunks of one pass (`stages.clean`) each produce one; `merge` adds them up.
-    """
+    """Everything about a cleaning pass but the sessions themselves: what the asset reports."""
 
     kept_sessions: int = 0
     kept_turns: int = 0
-
-    @classmethod
-    def merge(cls, parts: Iterable[CleaningSummary]) -> CleaningSummary:
-        out = cls(rejections=[], raw_rows=0, raw_session_ids=set())
-        for p in parts:
-            out.kept_sessions += p.kept_sessions
-            out.kept_turns += p.kept_turns
-            out.rejections.extend(p.rejections)
-            out.raw_rows += p.raw_rows
-            out.raw_session_ids |= p.raw_session_ids
-            out.state_drops.extend(p.state_drops)
-            out.dropped_messages.update(p.dropped_messages)
-            out.collapsed_duplicates.update(p.collapsed_duplicates)
-            out.role_spellings.update(p.role_spellings)
-        return out
 
     @property
     def rejection_rate(self) -> float:

@@ -21,7 +21,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import phonenumbers
@@ -388,17 +388,7 @@ def _pseudonymize_session(session: Session, salt: str, pools: FakePools, report:
         else:
             turns.append(Turn(t.role, content, state, t.created_at, t.message_id))
     name = p.mapping.get(session.customer_name or "", session.customer_name)
-    return Session(
-        session_id=session.session_id,
-        turns=turns,
-        customer_name=name,
-        status=session.status,
-        created_at=session.created_at,
-        source_session_id=session.source_session_id,
-        variant=session.variant,
-        partition_date=session.partition_date,
-        tags=list(session.tags),
-    )
+    return replace(session, turns=turns, customer_name=name, tags=list(session.tags))
 
 
 def pseudonymize_sessions(sessions: Iterable[Session], salt: str = "mrdabak") -> tuple[list[Session], PiiReport]:

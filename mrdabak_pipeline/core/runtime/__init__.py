@@ -1,1 +1,1 @@
-"""What every stage shares at run time: atomic files, the worker pool, alerts."""
+"""What every stage shares at run time: atomic files, the GC pause for bulk work, alerts."""

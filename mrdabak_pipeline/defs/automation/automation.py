@@ -3,19 +3,20 @@
 Design of the nightly refresh
 -----------------------------
 The daily assets (``raw_conversation_logs`` -> ``cleaned_sessions``/``rejected_sessions`` ->
-``augmented_sessions``) are partitioned by Seoul day; the datasets (``openai_chat_dataset``,
-``huggingface_dataset``) are not, and one Dagster run cannot mix a partition key with unpartitioned
-assets. So the refresh is two jobs chained by a run-status sensor:
+``augmented_sessions`` -> ``dataset_shards``) are partitioned by Seoul day; the datasets
+(``openai_chat_dataset``, ``huggingface_dataset``) are not: they are assembled from the stored day
+shards. So the refresh is two jobs chained by a run-status sensor:
 
 1. ``daily_refresh_job`` (partitioned) fired by ``nightly_refresh_schedule``: at 02:00 Asia/Seoul
    (the partitions' own timezone) it requests the last *complete* day, i.e. yesterday in Seoul.
    (The partitions include today, ``end_offset=1``, so a retrain can read today's conversations;
-   the schedule therefore names yesterday itself instead of taking the newest partition.) Range
-   backfills of this job run as one run per asset because the daily assets declare
-   ``BackfillPolicy.single_run()``.
+   the schedule therefore names yesterday itself instead of taking the newest partition.) A
+   backfill of a range fans out as runs of up to a week of days each (the daily assets'
+   ``BackfillPolicy.multi_run``, `defs/partitions.py`), which the run queue runs side by side.
 2. ``datasets_after_refresh_sensor`` (a run-status sensor on SUCCESS of that job) requests
    ``datasets_job``, keyed by the upstream run id, so every successful refresh rebuilds the
-   datasets exactly once, and a failed refresh never publishes half-refreshed datasets.
+   datasets (from the shards: the new day is the only one formatted and counted) once, and a
+   failed refresh never publishes half-refreshed datasets.
 
 Declarative automation was considered for "datasets after the daily assets" and is not the
 simpler fit here: ``AutomationCondition.eager()`` on an unpartitioned dataset whose upstream is
@@ -65,7 +66,7 @@ from mrdabak_pipeline.defs.compat import (
 from mrdabak_pipeline.defs.partitions import daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
-DAILY_ASSETS = ("raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions")
+DAILY_ASSETS = ("raw_conversation_logs", "cleaned_sessions", "rejected_sessions", "augmented_sessions", "dataset_shards")
 DATASET_ASSETS = ("openai_chat_dataset", "huggingface_dataset")
 #: Rebuilt with the datasets (fine_tuned_model reads it for the cloud DPO method) but not a source
 #: of the training high-water mark: its value carries none.
@@ -87,7 +88,7 @@ TRAINING_MAX_RUNTIME_SECONDS = 6 * 60 * 60
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh_job",
     selection=dg.AssetSelection.assets(*DAILY_ASSETS),
-    description="One Seoul day: raw logs -> cleaned/rejected -> augmented sessions (with their checks).",
+    description="One Seoul day: raw logs -> cleaned/rejected -> augmented sessions -> the day's dataset shard (with their checks).",
     tags={"mrdabak/stage": "refresh"},
 )
 
@@ -201,7 +202,7 @@ def datasets_high_water_mark(instance: dg.DagsterInstance) -> datetime | None:
 
 def _partitions_of(first: str, last: str) -> tuple[str | None, dict[str, str]]:
     """(partition_key, tags) of a `dg.RunRequest` for the days first..last (clamped to the partitions'
-    start): one key, or a range the daily assets run in one go (single-run backfill policy)."""
+    start): one key, or a range, which a run executes in one go whatever the backfill policy."""
     start = daily_partitions.get_first_partition_key() or first
     first, last = max(first, start), max(last, start)
     if first == last:

@@ -1,28 +1,33 @@
-"""Datasets: augmented sessions -> OpenAI chat JSONL, a Hugging Face DatasetDict, DPO pairs.
+"""Datasets: augmented sessions -> day shards -> OpenAI chat JSONL, a Hugging Face DatasetDict, DPO pairs.
 
-Thin shell over `core.dataset_build` (the same functions `mrdabak dataset` calls). The datasets
-are unpartitioned: they read every stored partition of ``augmented_sessions`` (or the last N days
-of them) and are rebuilt whole, so the stable hash split keeps each conversation on its side.
-The format check re-reads the files from disk and is blocking: a file OpenAI would reject never
-reaches a fine-tuning asset.
+Thin shell over `core.datasets` (the same functions `mrdabak dataset` calls). ``dataset_shards`` is
+daily-partitioned like the sessions: each day's examples are written, checked and token-counted
+once, when the day is prepared (`shards.build_shard`). ``openai_chat_dataset`` is assembled from the
+stored shards of the window (every stored day, or the last N): lines copied, figures added up, so a
+nightly rebuild costs writing the files, not formatting and tokenizing the history again. The
+stable hash split keeps each conversation on its side. The format check re-reads the files from
+disk and is blocking: a file OpenAI would reject never reaches a fine-tuning asset.
 """
 
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 
 from mrdabak_pipeline.core import records
 from mrdabak_pipeline.core.datasets.build import (
+    assemble_openai_dataset,
     recent_partitions,
     write_huggingface_dataset,
-    write_openai_dataset,
     write_preference_dataset,
 )
 from mrdabak_pipeline.core.datasets.chat_format import DEFAULT_VALIDATION_FRACTION
+from mrdabak_pipeline.core.datasets.shards import build_shard, window_days
 from mrdabak_pipeline.core.datasets.validation import (
     DEFAULT_MODEL,
     DISTRIBUTION_STATS,
@@ -32,13 +37,31 @@ from mrdabak_pipeline.core.datasets.validation import (
 )
 from mrdabak_pipeline.core.runtime.files import sha256_file
 from mrdabak_pipeline.defs.metadata import list_table, table
+from mrdabak_pipeline.defs.partitions import DAILY
 from mrdabak_pipeline.defs.resources import DataPathsResource
 
 GROUP = "datasets"
 
+TARGET_FIELD = Field(default="json", description="json: the app's {message, orderState} reply (default); text: the reply text only.")
+PROMPT_FIELD = Field(
+    default="short",
+    description="System prompt the examples carry (both with the conversation's date and time): short = role + now "
+    "(what a fine-tuned model needs; default), full = the prompt-engineered menu/rules/JSON prompt. "
+    "The model records it and is always run with it (mrdabak_pipeline/prompts/).",
+)
+MODEL_FIELD = Field(default=DEFAULT_MODEL, description="Base model: picks the tokenizer, example limit and price.")
 
-class DatasetConfig(dg.Config):
-    """Which sessions go in, how they are split, and what the assistant target looks like."""
+
+class ShardConfig(dg.Config):
+    """What a day's examples look like (every day of a dataset must be built alike)."""
+
+    target: Literal["json", "text"] = TARGET_FIELD
+    prompt: Literal["short", "full"] = PROMPT_FIELD
+    model: str = MODEL_FIELD
+
+
+class WindowConfig(dg.Config):
+    """Which days go in, and how they are split."""
 
     window_days: int | None = Field(
         default=None, ge=1,
@@ -48,24 +71,42 @@ class DatasetConfig(dg.Config):
         default=DEFAULT_VALIDATION_FRACTION, ge=0.0, lt=1.0,
         description="Share of source sessions (with all their variants) held out for validation.",
     )
-    target: Literal["json", "text"] = Field(
-        default="json", description="json: the app's {message, orderState} reply (default); text: the reply text only."
-    )
-    prompt: Literal["short", "full"] = Field(
-        default="short",
-        description="System prompt the examples carry (both with the conversation's date and time): short = role + now "
-        "(what a fine-tuned model needs; default), full = the prompt-engineered menu/rules/JSON prompt. "
-        "The model records it and is always run with it (mrdabak_pipeline/prompts/).",
-    )
 
 
-class OpenAIDatasetConfig(DatasetConfig):
-    model: str = Field(default=DEFAULT_MODEL, description="Base model: picks the tokenizer, example limit and price.")
+class OpenAIDatasetConfig(WindowConfig):
+    model: str = MODEL_FIELD
     n_epochs: int | None = Field(default=None, ge=1, le=50, description="Epochs for the cost estimate; unset = the API's default heuristic.")
 
 
-def _sessions(table: pa.Table, window_days: int | None) -> list:
-    return records.sessions_from_table(recent_partitions(table, window_days))
+class DatasetConfig(WindowConfig):
+    target: Literal["json", "text"] = TARGET_FIELD
+    prompt: Literal["short", "full"] = PROMPT_FIELD
+
+
+@dg.asset(
+    **DAILY,
+    group_name=GROUP,
+    kinds={"python", "parquet"},
+    description=(
+        "One day's sessions as OpenAI chat examples, one row per session: the JSONL line (or why the session "
+        "is not an example), a duplicate flag, the split score, and the validator's figures for the line "
+        "(messages, tokens, assistant tokens, format issues). openai_chat_dataset is assembled from these."
+    ),
+)
+def dataset_shards(config: ShardConfig, augmented_sessions: pa.Table) -> dg.Output[pa.Table]:
+    shard = build_shard(augmented_sessions, target=config.target, prompt=config.prompt, model=config.model)
+    examples = shard.num_rows - shard["line"].null_count
+    return dg.Output(
+        shard,
+        metadata={
+            "dagster/row_count": shard.num_rows,
+            "examples": examples,
+            "skipped_sessions": len(shard["skip_reason"]) - shard["skip_reason"].null_count,
+            "tokens": int(pc.sum(shard["n_tokens"]).as_py() or 0),
+            "target": config.target,
+            "prompt": config.prompt,
+        },
+    )
 
 
 def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
@@ -105,36 +146,37 @@ def openai_metadata(value: dict[str, Any]) -> dict[str, Any]:
 
 
 @dg.asset(
-    ins={"augmented_sessions": dg.AssetIn()},
+    # lazy: the IO manager hands over a loader per stored day, and only the window's days are read
+    ins={"dataset_shards": dg.AssetIn(metadata={"lazy": True}, dagster_type=dg.Any)},
     group_name=GROUP,
     kinds={"python", "openai"},
     description=(
-        "train.jsonl / validation.jsonl in OpenAI chat fine-tuning format under data/datasets/openai: "
-        "system prompt (a versioned template from mrdabak_pipeline/prompts with the conversation's date and time) + turns; assistant target = the app's JSON or the text. "
+        "train.jsonl / validation.jsonl in OpenAI chat fine-tuning format under data/datasets/openai, assembled from "
+        "the stored day shards of the window: system prompt (a versioned template from mrdabak_pipeline/prompts with "
+        "the conversation's date and time) + turns; assistant target = the app's JSON or the text. "
         "Split by a stable hash of the source session id. Validated with OpenAI's checks, token-counted "
         "(tiktoken, offline-capable) and priced; value: paths, sha256s, counts, tokens, cost, "
         "data_high_water_mark."
     ),
 )
 def openai_chat_dataset(
-    context: dg.AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table
+    context: dg.AssetExecutionContext, config: OpenAIDatasetConfig, data_paths: DataPathsResource,
+    dataset_shards: dict[str, Callable[[], pa.Table]],
 ) -> dg.Output[dict[str, Any]]:
-    value = write_openai_dataset(
-        recent_partitions(augmented_sessions, config.window_days),  # the table: formatted on every core
+    days = window_days(dataset_shards, config.window_days)
+    value = assemble_openai_dataset(
+        (dataset_shards[day]() for day in days),  # one day in memory at a time
         data_paths.sub("datasets") / "openai",
-        target=config.target,
         validation_fraction=config.validation_fraction,
         model=config.model,
         n_epochs=config.n_epochs,
-        prompt=config.prompt,
     )
     for warning in value["warnings"]:
         context.log.warning(warning)
-    return dg.Output(value, metadata=openai_metadata(value))
+    return dg.Output(value, metadata={**openai_metadata(value), "days": len(days)})
 
 
 @dg.asset(
-    ins={"openai_chat_dataset": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "huggingface"},
     description=(
@@ -169,7 +211,6 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
 
 
 @dg.asset(
-    ins={"augmented_sessions": dg.AssetIn()},
     group_name=GROUP,
     kinds={"python", "openai"},
     description=(
@@ -180,7 +221,7 @@ def huggingface_dataset(data_paths: DataPathsResource, openai_chat_dataset: dict
 )
 def dpo_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, data_paths: DataPathsResource, augmented_sessions: pa.Table) -> dg.Output[dict[str, Any]]:
     value = write_preference_dataset(
-        _sessions(augmented_sessions, config.window_days),
+        records.sessions_from_table(recent_partitions(augmented_sessions, config.window_days)),
         data_paths.sub("datasets") / "dpo",
         target=config.target,
         validation_fraction=config.validation_fraction,

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from mrdabak_pipeline.core.prepare import stages
 from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table
 from mrdabak_pipeline.defs.metadata import table as table_of_rows
-from mrdabak_pipeline.defs.partitions import daily_partitions
+from mrdabak_pipeline.defs.partitions import DAILY, daily_partitions
 from mrdabak_pipeline.defs.resources import RawDatabaseResource
 
 
@@ -44,8 +44,7 @@ def raw_preview_table(table: pa.Table) -> pa.Table:
 @dg.asset(
     group_name="ingestion",
     kinds={"sqlalchemy", "parquet"},
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    **DAILY,
     description=(
         "Every message of the voice-order sessions created on the partition's day (Asia/Seoul), "
         "read from the production DB by a time-window query, plus orphan messages of that day. "
@@ -55,10 +54,10 @@ def raw_preview_table(table: pa.Table) -> pa.Table:
 )
 def raw_conversation_logs(context: dg.AssetExecutionContext, raw_db: RawDatabaseResource) -> dg.Output[pa.Table]:
     windows = []
-    for key in context.partition_keys:  # one run may cover a whole range (single-run backfill)
+    for key in context.partition_keys:  # one run may cover several days (a backfill run)
         window = daily_partitions.time_window_for_partition_key(key)
-        windows.append((_naive_local(window.start), _naive_local(window.end), key))
-    table = stages.extract(raw_db.get_engine(), windows)  # a long range is read on every core
+        windows.append(stages.Window(_naive_local(window.start), _naive_local(window.end), key))
+    table = stages.extract(raw_db.get_engine(), windows)
     errors = Counter(e for e in table.column("decode_error").to_pylist() if e)
     per_day = Counter(table.column("partition_date").to_pylist())
     return dg.Output(

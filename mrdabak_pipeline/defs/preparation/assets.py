@@ -15,7 +15,7 @@ from pydantic import Field
 from mrdabak_pipeline.core.domain import Session
 from mrdabak_pipeline.core.prepare import cleaning, stages
 from mrdabak_pipeline.defs.metadata import arrow_preview, counts_table, table
-from mrdabak_pipeline.defs.partitions import daily_partitions
+from mrdabak_pipeline.defs.partitions import DAILY
 
 GROUP = "preparation"
 
@@ -120,8 +120,7 @@ CLEANING_CHECKS = [
         ),
     },
     ins={"raw": dg.AssetIn("raw_conversation_logs")},
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    **DAILY,
     group_name=GROUP,
     check_specs=CLEANING_CHECKS,
 )
@@ -139,23 +138,19 @@ def clean_sessions(context: dg.AssetExecutionContext, config: CleaningRunConfig,
         metadata={"hits_by_kind": dg.MetadataValue.json(leaks), "replaced_by_kind": dg.MetadataValue.json(dict(done.pii.replaced))},
     )
     if not leaks:
-        yield dg.Output(
-            cleaned,
-            output_name="cleaned_sessions",
-            metadata={
-                "dagster/row_count": cleaned.num_rows,
-                "kept_sessions": result.kept_sessions,
-                "kept_turns": balance["kept_turns"],
-                "dropped_order_states": counts_table(result.dropped_order_states, "reason"),
-                "collapsed_duplicates": counts_table(result.collapsed_duplicates, "reason"),
-                "dropped_messages": counts_table(result.dropped_messages, "reason"),
-                "role_spellings_mapped": dg.MetadataValue.json(dict(result.role_spellings)),
-                "pii_replaced": dg.MetadataValue.json(dict(done.pii.replaced)),
-                "pii_sessions_touched": done.pii.sessions_touched,
-                "scenario_tags": counts_table(done.tags, "tag"),
-                "preview": _session_preview(done.preview),
-            },
-        )
+        yield dg.Output(cleaned, output_name="cleaned_sessions", metadata={
+            "dagster/row_count": cleaned.num_rows,
+            "kept_sessions": result.kept_sessions,
+            "kept_turns": balance["kept_turns"],
+            "dropped_order_states": counts_table(result.dropped_order_states, "reason"),
+            "collapsed_duplicates": counts_table(result.collapsed_duplicates, "reason"),
+            "dropped_messages": counts_table(result.dropped_messages, "reason"),
+            "role_spellings_mapped": dg.MetadataValue.json(dict(result.role_spellings)),
+            "pii_replaced": dg.MetadataValue.json(dict(done.pii.replaced)),
+            "pii_sessions_touched": done.pii.sessions_touched,
+            "scenario_tags": counts_table(done.tags, "tag"),
+            "preview": _session_preview(done.preview),
+        })
     yield dg.Output(
         rejected,
         output_name="rejected_sessions",
@@ -249,8 +244,7 @@ AUGMENTATION_CHECKS = [
         )
     },
     ins={"cleaned_sessions": dg.AssetIn("cleaned_sessions")},
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    **DAILY,
     group_name=GROUP,
     check_specs=AUGMENTATION_CHECKS,
 )
@@ -258,20 +252,16 @@ def augment_sessions_asset(context: dg.AssetExecutionContext, config: Augmentati
     done = stages.augment(cleaned_sessions, k=config.k, seed=config.seed)
     table, figures, worse = done.table, done.figures, done.worse_variants
 
-    yield dg.Output(
-        table,
-        output_name="augmented_sessions",
-        metadata={
-            "dagster/row_count": table.num_rows,
-            "source_sessions": done.source_sessions,
-            "variants": table.num_rows - done.source_sessions,
-            "duplicates_dropped": done.source_sessions * config.k - (table.num_rows - done.source_sessions),
-            "k": config.k,
-            "seed": config.seed,
-            "coverage": _coverage_table(figures),
-            "preview": _session_preview(done.preview),
-        },
-    )
+    yield dg.Output(table, output_name="augmented_sessions", metadata={
+        "dagster/row_count": table.num_rows,
+        "source_sessions": done.source_sessions,
+        "variants": table.num_rows - done.source_sessions,
+        "duplicates_dropped": done.source_sessions * config.k - (table.num_rows - done.source_sessions),
+        "k": config.k,
+        "seed": config.seed,
+        "coverage": _coverage_table(figures),
+        "preview": _session_preview(done.preview),
+    })
     warn = dg.AssetCheckSeverity.WARN
     yield dg.AssetCheckResult(
         asset_key="augmented_sessions", check_name="min_sessions", severity=warn,

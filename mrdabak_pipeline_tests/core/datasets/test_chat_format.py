@@ -15,11 +15,8 @@ from mrdabak_pipeline.core.datasets.chat_format import (
     GOLDEN_PATH,
     TRAIN,
     VALIDATION,
-    ChatDataset,
     ExampleError,
     GoldenFormatError,
-    build_chat_dataset,
-    iter_chat_examples,
     load_golden,
     session_messages,
     session_to_example,
@@ -28,8 +25,7 @@ from mrdabak_pipeline.core.datasets.chat_format import (
 from mrdabak_pipeline.core.datasets.validation import validate_examples
 from mrdabak_pipeline.core.domain import Session, Turn, parse_assistant_reply
 from mrdabak_pipeline.core.prompts import PromptKind, now_from_system, parse_now, system_prompt
-from mrdabak_pipeline.core.runtime.files import json_line
-from mrdabak_pipeline_tests.dataset_helpers import order_session, state
+from mrdabak_pipeline_tests.dataset_helpers import build_chat_dataset, order_session, state
 
 
 def test_json_target_is_the_app_reply_with_the_turn_state() -> None:
@@ -183,27 +179,3 @@ def test_golden_system_prompt_is_rendered_from_each_conversations_now(tmp_path) 
     assert state()["needsMoreInfo"]  # helper sanity: an empty order misses every field
 
 
-@settings(max_examples=80, deadline=None)
-@given(
-    st.lists(st.text(min_size=1, max_size=30).filter(str.strip), min_size=1, max_size=6),
-    st.sampled_from(["short", "full"]),
-    st.booleans(),
-)
-def test_streamed_lines_are_exactly_the_examples_serialized(texts: list[str], prompt: str, lose_state: bool) -> None:
-    turns = []
-    for i, text in enumerate(texts):
-        turns.append(Turn("user", text))
-        turns.append(Turn("assistant", text[::-1] or "네", None if lose_state and i else state()))
-    at = datetime(2026, 12, 1, 15, 0)
-    sessions = [Session("a", turns, created_at=at), Session("b", list(turns), created_at=at),
-                Session("c", [Turn("user", "다른 " + texts[0]), Turn("assistant", "네", state())], created_at=at)]
-    for target in ("json", "text"):
-        stats = ChatDataset()
-        out = list(iter_chat_examples(sessions, target, 0.5, prompt, stats))
-        assert [line for _, _, line in out] == [json_line(example).encode("utf-8") for _, example, _ in out]
-        assert all(json.loads(line) == example for _, example, line in out)
-        assert stats.duplicates_dropped == 1  # "b" is "a" again
-        built = build_chat_dataset(sessions, target, 0.5, prompt)
-        assert built.train + built.validation == [e for _, e, _ in sorted(out, key=lambda t: t[0] != TRAIN)]
-        assert (built.n_train, built.n_validation) == (len(built.train), len(built.validation))
-        assert built.counts() == stats.counts()

@@ -1,7 +1,8 @@
-"""The column-wise JSONL writer must write exactly what the per-session writer writes."""
+"""The one JSONL writer (column-wise) writes exactly ``json_bytes({"messages": session_messages(...)})``, or its reason."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import orjson
@@ -10,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.datasets import chat_lines
-from mrdabak_pipeline.core.datasets.chat_format import ChatDataset, iter_chat_examples
+from mrdabak_pipeline.core.datasets.chat_format import ExampleError, session_messages
+from mrdabak_pipeline.core.datasets.shards import shards_of
 from mrdabak_pipeline.core.domain import ORDER_FIELDS, REQUIRED_ORDER_FIELDS, Session, Turn
 from mrdabak_pipeline.core.records import ORDER_STATE_TYPE, sessions_from_table, sessions_to_table
+from mrdabak_pipeline.core.runtime.files import json_bytes
 from mrdabak_pipeline_tests.dataset_helpers import change_of_mind_session, corrected_session, order_session
 
 #: Text that stresses JSON escaping and the blank-text rule: quotes, backslashes, every control
@@ -55,12 +58,19 @@ def _sessions(draw: st.DrawFn) -> list[Session]:
     return out
 
 
-def _both_ways(sessions: list[Session], target: str, prompt: str) -> tuple[tuple[bytes, dict], tuple[bytes, dict]]:
+def _by_the_rules(session: Session, target: str, prompt: str) -> tuple[str | None, str | None]:
+    """(line, skip reason) of one session by `session_messages`, one at a time."""
+    try:
+        return json_bytes({"messages": session_messages(session, target, prompt)}).decode(), None
+    except ExampleError as exc:
+        return None, str(exc)
+
+
+def _both_ways(sessions: list[Session], target: str, prompt: str) -> tuple[list, list]:
     table = sessions_to_table(sessions)
-    serial, chunked = ChatDataset(), ChatDataset()
-    expected = b"".join(line + b"\n" for _, _, line in iter_chat_examples(sessions_from_table(table), target, 0.5, prompt, serial))
-    got = b"".join(bytes(block) for _, block in chat_lines.iter_chat_blocks(table, target, 0.5, prompt, chunked))
-    return (got, chunked.counts() | {"skipped": chunked.skipped}), (expected, serial.counts() | {"skipped": serial.skipped})
+    lines = chat_lines.example_lines(table, target, prompt)
+    got = list(zip(lines["line"].to_pylist(), lines["skip_reason"].to_pylist(), strict=True))
+    return got, [_by_the_rules(s, target, prompt) for s in sessions_from_table(table)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -70,14 +80,26 @@ def test_table_lines_are_the_per_session_lines_byte_for_byte(sessions: list[Sess
     assert got == expected
 
 
-def test_real_sessions_give_the_same_files_and_skips() -> None:
+def test_a_day_shard_drops_duplicates_and_lists_skips() -> None:
     sessions = [order_session(f"o{i}", created_at=datetime(2025, 3, 1, 12) + timedelta(minutes=i), name=f"김민{chr(0xAC00 + i)}") for i in range(30)]
     sessions += [corrected_session(), change_of_mind_session(), Session("lonely", [Turn("user", "여보세요")])]
     sessions.append(Session("dup", list(sessions[0].turns), customer_name="김민수", created_at=sessions[0].created_at))  # same words, same moment
+    sessions = [replace(s, partition_date="2025-03-01") for s in sessions]
     for target in ("json", "text"):
-        (got, got_counts), (expected, counts) = _both_ways(sessions, target, "short")
-        assert got == expected and got_counts == counts
-        assert counts["duplicates_dropped"] == 1 and counts["skipped"] == [("lonely", "no assistant turn")]
+        [shard] = shards_of(sessions, target=target)
+        assert shard["duplicate"].to_pylist().count(True) == 1
+        skipped = shard.filter(shard["line"].is_null())
+        assert list(zip(skipped["session_id"].to_pylist(), skipped["skip_reason"].to_pylist(), strict=True)) == [("lonely", "no assistant turn")]
+        written = shard.filter(shard["n_tokens"].is_valid())
+        assert written.num_rows == len(sessions) - 2 and min(written["n_tokens"].to_pylist()) > 0
+
+
+def test_a_table_is_formatted_in_slices_with_the_same_lines(monkeypatch) -> None:
+    sessions = [order_session(f"o{i}", created_at=datetime(2025, 3, 1, 12) + timedelta(minutes=i), name=f"김민{chr(0xAC00 + i)}") for i in range(7)]
+    whole, _ = _both_ways(sessions, "json", "short")
+    monkeypatch.setattr(chat_lines, "MAX_CHUNK_SESSIONS", 2)
+    sliced, expected = _both_ways(sessions, "json", "short")
+    assert sliced == expected == whole
 
 
 @settings(max_examples=100, deadline=None)
@@ -93,21 +115,3 @@ def test_escape_json_is_orjson_inside_the_quotes(texts: list[str | None], start:
 def test_state_json_is_orjson_of_the_set_keys(states: list[dict | None]) -> None:
     column = pa.array(states, ORDER_STATE_TYPE)
     assert chat_lines.state_json(column).to_pylist() == [orjson.dumps(s or {}).decode() for s in states]
-
-
-def test_a_small_table_is_cut_into_chunks_but_formatted_in_this_process(monkeypatch) -> None:
-    sessions = [order_session(f"o{i}", created_at=datetime(2025, 3, 1, 12) + timedelta(minutes=i), name=f"김민{chr(0xAC00 + i)}") for i in range(7)]
-    (whole, _), _ = _both_ways(sessions, "json", "short")
-    calls = []
-    real_imap = chat_lines.parallel.imap
-
-    def spy(fn, items, workers=None):
-        items = list(items)
-        calls.append((len(items), workers))
-        return real_imap(fn, items, workers)
-
-    monkeypatch.setattr(chat_lines, "MAX_CHUNK_SESSIONS", 2)
-    monkeypatch.setattr(chat_lines.parallel, "imap", spy)
-    (chunked, _), (expected, _) = _both_ways(sessions, "json", "short")
-    assert chunked == expected == whole
-    assert calls == [(4, 1)]  # four chunks of at most two sessions, no worker process

@@ -158,48 +158,41 @@ def test_streamed_lines_are_numbered_like_splitlines(tmp_path_factory: pytest.Te
     assert list(V.iter_jsonl(path)) == expected == V.read_jsonl(path)
 
 
-def test_chunking_and_a_small_token_cache_do_not_change_any_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunking_does_not_change_any_figure() -> None:
     sessions = [order_session(f"s{i}", name=f"고객{i % 5}") for i in range(30)]
     examples: list = [session_to_example(s) for s in sessions]
     examples[7:7] = [{"messages": [USER, {**ASSISTANT, "name": "bot"}]}, "not an object", {"messages": [ASSISTANT]}]
-    naive = V.validate_examples(examples, fast=False)
     whole = V.validate_examples(examples)
-    monkeypatch.setattr(V, "TOKEN_CACHE_MAX_STRINGS", 4)  # forces the cache to start over in most chunks
     for chunk in (1, 2, 7, 1000):
-        chunked = V.validate_numbered(enumerate(examples, start=1), chunk_size=chunk, num_threads=1)
-        assert chunked.summary() == whole.summary() == naive.summary()
-        assert chunked.n_tokens == naive.n_tokens and chunked.n_assistant_tokens == naive.n_assistant_tokens
-        assert chunked.n_messages == naive.n_messages
-    enc = resolve_encoding(V.DEFAULT_MODEL).encoding
-    cache = V.TokenCache(max_strings=3)
-    parts = [V.count_tokens_fast(examples[i : i + 4], enc, 1, cache) for i in range(0, len(examples), 4)]
-    assert [n for tokens, _ in parts for n in tokens] == naive.n_tokens
-    assert [n for _, assistant in parts for n in assistant] == naive.n_assistant_tokens
-    assert len(cache) <= 3 + 4 * 8  # bounded: at most one chunk's distinct strings beyond the cap
+        chunked = V.validate_numbered(enumerate(examples, start=1), chunk_size=chunk)
+        assert chunked.summary() == whole.summary()
+        assert (chunked.n_tokens, chunked.n_assistant_tokens, chunked.n_messages) == (whole.n_tokens, whole.n_assistant_tokens, whole.n_messages)
 
 
 def test_validation_reads_the_file_written_not_the_examples_in_memory(tmp_path: Path) -> None:
-    from mrdabak_pipeline.core.datasets.build import EmptyDatasetError, write_chat_jsonl
+    from mrdabak_pipeline.core.datasets.build import EmptyDatasetError, write_openai_dataset
 
     sessions = [order_session(f"s{i}", name=f"고객{i}") for i in range(40)]
-    ds, train_sha, valid_sha = write_chat_jsonl(sessions, tmp_path)
-    assert ds.n_train + ds.n_validation == 40 and ds.train == [] and valid_sha is not None
-    assert hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest() == train_sha
-    report = V.validate_jsonl(tmp_path / "train.jsonl")
-    assert report.ok and report.n_examples == ds.n_train
+    value = write_openai_dataset(sessions, tmp_path)
+    assert value["train_examples"] + value["validation_examples"] == 40 and value["validation_sha256"] is not None
+    train = Path(value["train_path"])
+    assert hashlib.sha256(train.read_bytes()).hexdigest() == value["train_sha256"]
+    report = V.validate_jsonl(train)
+    assert report.ok and report.summary() == value["reports"]["train"]  # the shards' figures are the file's
     # a corrupted byte on disk is caught: the check is of the file, not of what we meant to write
-    data = (tmp_path / "train.jsonl").read_bytes()
-    (tmp_path / "train.jsonl").write_bytes(data.replace(b'"role":"user"', b'"role":"customer"', 1))
-    assert V.validate_jsonl(tmp_path / "train.jsonl").errors == {"unrecognized_role": 1}
+    corrupt = tmp_path / "corrupt.jsonl"
+    corrupt.write_bytes(train.read_bytes().replace(b'"role":"user"', b'"role":"customer"', 1))
+    assert V.validate_jsonl(corrupt).errors == {"unrecognized_role": 1}
+    corrupt.unlink()
     # no usable session: a clear error, the previous files stay as they were, no temp files left
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(EmptyDatasetError):
-        write_chat_jsonl([], tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+        write_openai_dataset([], tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     # an empty validation split removes the stale validation file
-    ds, _, valid_sha = write_chat_jsonl(sessions, tmp_path, validation_fraction=0.0)
-    assert valid_sha is None and ds.n_validation == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+    value = write_openai_dataset(sessions, tmp_path, validation_fraction=0.0)
+    assert value["validation_path"] is None and value["validation_examples"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_dir()) == ["train.jsonl"]
 
 
 _messy_value = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12), st.lists(st.text(max_size=3), max_size=2))
@@ -218,13 +211,9 @@ _messy_example = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_messy_example, min_size=1, max_size=12))
 def test_any_parsed_json_is_checked_without_crashing_and_counted_like_the_cookbook(examples: list) -> None:
-    """Broken shapes (unhashable roles, non-dict messages, missing keys) get named errors, never an
-    exception, and the one-pass fast count equals the cookbook's per-message loop."""
-    enc = resolve_encoding(V.DEFAULT_MODEL)
-    fast = V.validate_examples(examples, encoding=enc)
-    naive = V.validate_examples(examples, encoding=enc, fast=False)
-    assert fast.summary() == naive.summary()
-    assert (fast.n_tokens, fast.n_assistant_tokens) == (naive.n_tokens, naive.n_assistant_tokens)
+    """Broken shapes (unhashable roles, non-dict messages, missing keys) get named errors, never an exception."""
+    report = V.validate_examples(examples, encoding=resolve_encoding(V.DEFAULT_MODEL))
+    assert report.n_examples == len(examples)
     for example in examples:
         assert set(V.format_errors(example)) <= set(V.FORMAT_ERRORS)
 
@@ -264,11 +253,22 @@ def test_the_column_wise_file_check_reports_exactly_what_the_line_by_line_check_
 
 
 def test_a_written_dataset_is_checked_column_wise_with_the_same_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mrdabak_pipeline.core.datasets.build import write_chat_jsonl
+    from mrdabak_pipeline.core.datasets.build import write_openai_dataset
 
-    write_chat_jsonl([order_session(f"s{i}", name=f"고객{i}") for i in range(60)], tmp_path)
-    path = tmp_path / "train.jsonl"
+    path = Path(write_openai_dataset([order_session(f"s{i}", name=f"고객{i}") for i in range(60)], tmp_path)["train_path"])
     expected = V.validate_numbered(V.iter_jsonl(path))
     monkeypatch.setattr(V, "validate_numbered", None)  # the line-by-line path must not be needed
     got = V.validate_range(path)
+    assert got.summary() == expected.summary() and got.n_tokens == expected.n_tokens
+
+
+def test_the_report_of_a_days_examples_is_the_report_of_the_file(tmp_path: Path) -> None:
+    """What `shards.build_shard` keeps per line (figures and issues) adds up to `validate_jsonl`."""
+    examples: list = [session_to_example(order_session(f"s{i}", name=f"고객{i}")) for i in range(12)]
+    examples[3:3] = [{"messages": [USER, {**ASSISTANT, "name": "bot"}]}, "not an object", {"messages": [ASSISTANT]}] * 3
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
+    expected = V.validate_jsonl(path, "gpt-3.5-turbo")
+    full = V.validate_range(path.read_bytes(), model="gpt-3.5-turbo", max_listed=10**9)
+    got = V.report_of_examples(full.n_messages, full.n_tokens, full.n_assistant_tokens, V.example_issues(full), "gpt-3.5-turbo", full.encoding)
     assert got.summary() == expected.summary() and got.n_tokens == expected.n_tokens

@@ -236,8 +236,8 @@ def test_variety_of_customer_phrasing() -> None:
 def test_training_examples_carry_the_now_their_relative_dates_are_resolved_against() -> None:
     """The examples the model learns from (what the dataset files hold): each system message's
     moment, read back from the text, resolves every date the customer says to the state's date."""
-    from mrdabak_pipeline.core.datasets.chat_format import build_chat_dataset
     from mrdabak_pipeline.core.prompts import now_from_system
+    from mrdabak_pipeline_tests.dataset_helpers import build_chat_dataset
 
     sessions = [
         Session(s["id"], [Turn(r["role"].lower(), r["content"], json.loads(r["order_state"]) if r["order_state"] else None)

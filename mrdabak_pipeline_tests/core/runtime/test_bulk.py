@@ -1,15 +1,12 @@
-"""The bulk-building helpers: GC pause restores state, fast turns equal constructed turns."""
+"""The GC pause restores the collector's previous state."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-from datetime import datetime
 
 import pytest
 
-from mrdabak_pipeline.core.domain import Turn
-from mrdabak_pipeline.core.runtime.bulk import build_turns, paused_gc
+from mrdabak_pipeline.core.runtime.bulk import paused_gc
 
 
 def test_paused_gc_restores_the_previous_state() -> None:
@@ -30,14 +27,3 @@ def test_paused_gc_restores_the_previous_state() -> None:
         assert not gc.isenabled()  # a caller's choice is respected
     finally:
         gc.enable()
-
-
-def test_build_turns_equals_the_constructor() -> None:
-    cols = (["user", "assistant"], ["안녕", "네"], [None, {"quantity": 2}], [datetime(2025, 3, 1), None], [1, None])
-    built = build_turns(*cols)
-    assert built == [Turn(*values) for values in zip(*cols, strict=True)]
-    assert all(type(t) is Turn for t in built)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        built[0].role = "x"  # type: ignore[misc]
-    with pytest.raises(ValueError):
-        build_turns(["user"], [], [], [], [])

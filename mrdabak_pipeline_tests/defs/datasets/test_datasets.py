@@ -27,8 +27,9 @@ def augmented_stub() -> None:
     raise AssertionError("not materialized in these tests")
 
 
-ASSETS = [augmented_stub, D.openai_chat_dataset, D.huggingface_dataset, D.dpo_dataset,
+ASSETS = [augmented_stub, D.dataset_shards, D.openai_chat_dataset, D.huggingface_dataset, D.dpo_dataset,
           D.openai_chat_format, D.openai_chat_token_limits, D.huggingface_loadable]
+DAYS = ("2025-03-01", "2025-03-05")
 SELECTION = [AssetKey("openai_chat_dataset"), AssetKey("huggingface_dataset"), AssetKey("dpo_dataset")]
 
 
@@ -50,7 +51,15 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _run(run_config: dict | None = None, raise_on_error: bool = True):
+def _shards(config: dict | None = None) -> None:
+    """Each stored day's shard, as the nightly refresh makes it."""
+    for day in DAYS:
+        materialize(ASSETS, selection=[AssetKey("dataset_shards")], partition_key=day, resources={"io_manager": ParquetJsonIOManager(), "data_paths": DataPathsResource()},
+                    run_config={"ops": {"dataset_shards": {"config": config}}} if config else None)
+
+
+def _run(run_config: dict | None = None, raise_on_error: bool = True, shards: dict | None = None):
+    _shards(shards)
     return materialize(
         ASSETS,
         selection=SELECTION,
@@ -95,14 +104,14 @@ def test_datasets_are_written_where_the_metadata_says(data_dir: Path) -> None:
 
 
 def test_window_keeps_only_the_last_days(data_dir: Path) -> None:
-    result = _run({"ops": {"openai_chat_dataset": {"config": {"window_days": 1, "target": "text"}}}})
+    result = _run({"ops": {"openai_chat_dataset": {"config": {"window_days": 1}}}}, shards={"target": "text"})
     meta = _metadata(result, "openai_chat_dataset")
     assert meta["train_examples"] + meta["validation_examples"] == 20
-    assert meta["target"] == "text"
+    assert meta["target"] == "text" and meta["days"] == 1
 
 
 def test_a_format_error_blocks_the_downstream_dataset(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = D.write_openai_dataset
+    real = D.assemble_openai_dataset
 
     def planted(*args, **kwargs) -> dict:
         value = real(*args, **kwargs)
@@ -111,7 +120,7 @@ def test_a_format_error_blocks_the_downstream_dataset(data_dir: Path, monkeypatc
         value["train_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         return value
 
-    monkeypatch.setattr(D, "write_openai_dataset", planted)
+    monkeypatch.setattr(D, "assemble_openai_dataset", planted)
     result = _run(raise_on_error=False)
     [fmt] = [e for e in result.get_asset_check_evaluations() if e.check_name == "openai_chat_format"]
     assert fmt.passed is False

@@ -152,13 +152,13 @@ def test_no_planted_pii_anywhere_in_the_instance(tmp_path: Path, instance: dg.Da
     url = f"sqlite:///{tmp_path / 'raw.db'}"
     _plant(url)
     resources = _resources(tmp_path, url)
-    daily = dg.materialize([raw_conversation_logs, clean_sessions, augment_sessions_asset], partition_key=DAY,
+    daily = dg.materialize([raw_conversation_logs, clean_sessions, augment_sessions_asset, D.dataset_shards], partition_key=DAY,
                            instance=instance, resources=resources)
     assert daily.success
     checks = {e.check_name: e.passed for e in daily.get_asset_check_evaluations()}
     assert checks["no_pii"] and checks["conservation"], checks
     datasets = dg.materialize(
-        [raw_conversation_logs, clean_sessions, augment_sessions_asset, D.openai_chat_dataset, D.huggingface_dataset,
+        [raw_conversation_logs, clean_sessions, augment_sessions_asset, D.dataset_shards, D.openai_chat_dataset, D.huggingface_dataset,
          D.dpo_dataset, D.openai_chat_format, D.openai_chat_token_limits, D.huggingface_loadable],
         selection=[dg.AssetKey("openai_chat_dataset"), dg.AssetKey("huggingface_dataset"), dg.AssetKey("dpo_dataset")],
         instance=instance, resources=resources,
