@@ -189,3 +189,44 @@ def test_the_same_seed_gives_the_same_data_in_every_process() -> None:
         for h in (1, 2, 3)
     }
     assert len(digests) == 1
+
+
+def _by_session(messages: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for m in messages:
+        out.setdefault(m["session_id"], []).append(m)
+    return out
+
+
+def test_many_customers_open_with_the_order_and_some_without_a_hello():
+    """A model that only ever saw "hello" first learns to greet by rote whatever the customer says."""
+    from mrdabak_pipeline.core.ingest.seed import GREETINGS
+
+    _, messages, _ = generate(400, 5, 12, END, 0.0)
+    firsts = [next(m for m in ms if m["role"] == "USER") for ms in _by_session(messages).values()]
+    replies = [next(m for m in ms if m["role"] == "ASSISTANT") for ms in _by_session(messages).values()]
+    with_order = [json.loads(r["order_state"]).get("dinnerType") is not None for r in replies]
+    assert 0.3 < sum(with_order) / len(replies) < 0.7
+    bare = [f for f, w in zip(firsts, with_order, strict=True) if w and not f["content"].startswith(GREETINGS)]
+    assert len(bare) > 0.3 * sum(with_order)
+    # a reply greets by name only when the customer said hello
+    assert all("님!" not in r["content"] for f, r, w in zip(firsts, replies, with_order, strict=True)
+               if w and not f["content"].startswith(GREETINGS))
+
+
+def test_an_out_of_domain_aside_mid_order_keeps_the_order_state():
+    from mrdabak_pipeline.core.ingest.seed import DECLINE, OUT_OF_DOMAIN
+
+    _, messages, _ = generate(600, 5, 13, END, 0.0)
+    asides = 0
+    for ms in _by_session(messages).values():
+        for i, m in enumerate(ms):
+            if m["role"] == "USER" and m["content"] in OUT_OF_DOMAIN and i > 2:
+                before = next(x for x in reversed(ms[:i]) if x["role"] == "ASSISTANT")
+                reply = ms[i + 1]
+                assert reply["content"].startswith(DECLINE)
+                keep = ("dinnerType", "servingStyle", "quantity", "deliveryDate", "deliveryTime", "deliveryAddress")
+                b, r = json.loads(before["order_state"]), json.loads(reply["order_state"])
+                assert {k: b.get(k) for k in keep} == {k: r.get(k) for k in keep}
+                asides += 1
+    assert asides >= 5
