@@ -22,9 +22,26 @@ echo "== 1/3 raw DB: ${MRDABAK_DB_URL:-data/mrdabak.db}"
 mrdabak seed --if-empty --sessions "$sessions" --days "$days" --end-date "$end"
 
 echo "== 2/3 daily assets for $start...$end (one run over the range)"
-dagster asset materialize -m mrdabak_pipeline.definitions \
-  --select raw_conversation_logs,cleaned_sessions,rejected_sessions,augmented_sessions,dataset_shards \
-  --partition-range "$start...$end" -c scripts/demo_daily.yaml
+# `dagster asset materialize --partition-range` only takes assets with a single-run backfill policy;
+# the daily assets fan out (BackfillPolicy.multi_run) for daemon backfills, so the demo starts its
+# one ranged run in process, with the range tags a single-run backfill would put on it.
+python - "$start" "$end" <<'PY'
+import sys
+
+import dagster as dg
+import yaml
+
+from mrdabak_pipeline.defs.compat import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from mrdabak_pipeline.definitions import defs
+from mrdabak_pipeline.defs.automation.automation import DAILY_ASSETS
+
+result = dg.materialize(
+    list(defs.assets), selection=list(DAILY_ASSETS), resources=defs.resources,
+    instance=dg.DagsterInstance.get(), run_config=yaml.safe_load(open("scripts/demo_daily.yaml")),
+    tags={ASSET_PARTITION_RANGE_START_TAG: sys.argv[1], ASSET_PARTITION_RANGE_END_TAG: sys.argv[2]},
+)
+sys.exit(0 if result.success else 1)
+PY
 
 echo "== 3/3 datasets -> fine-tuned model -> evaluation -> promotion"
 dagster asset materialize -m mrdabak_pipeline.definitions \

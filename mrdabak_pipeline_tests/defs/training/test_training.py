@@ -242,13 +242,18 @@ def test_run_config_knobs_and_overrides_make_the_recipe() -> None:
     assert set(COMMON_KNOBS) <= set(FineTuneConfig.model_fields)  # every short name is a run config field
 
 
-def test_demo_run_config_is_the_tiny_recipe_for_dagster_and_the_cli() -> None:
+@pytest.mark.parametrize("name", ["demo_train.yaml", "demo_train_tiny.yaml"])
+def test_demo_run_configs_are_the_same_recipe_for_dagster_and_the_cli(name: str) -> None:
     from mrdabak_pipeline.cli import build_parser
     from mrdabak_pipeline.cli.finetune_hf import recipe_from_args
 
-    path = Path(__file__).parents[3] / "scripts" / "demo_train.yaml"
+    path = Path(__file__).parents[3] / "scripts" / name
     body = yaml.safe_load(path.read_text())["ops"]["fine_tuned_model"]["config"]
     recipe = FineTuneConfig(**body).recipe()
     assert recipe == recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(path)]))
-    assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
-    assert recipe.value("num_train_epochs") == 6 and recipe.value("use_peft") is False
+    if name == "demo_train.yaml":  # the default demo: the pretrained base, LoRA, a fixed step budget
+        assert recipe.base_model == "gemma3-ko" and recipe.value("use_peft") is True
+        assert recipe.value("max_steps") == 60 and recipe.value("learning_rate") == 1e-3
+    else:
+        assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
+        assert recipe.value("num_train_epochs") == 6 and recipe.value("use_peft") is False
