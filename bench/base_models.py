@@ -1,7 +1,7 @@
 """The offline base models compared on this task: tokenizer cost on Korean, CPU training and
 generation speed, memory, and what a short CPU LoRA fine-tune of Gemma 3 270M reaches.
 
-``python -m bench.base_models [--only tokens,steps,generation,finetune] [--budget-s 360]``
+``python -m bench.base_models [--only tokens,steps,generation,vocab_cut,finetune] [--budget-s 360]``
 recomputes the figures and writes ``bench/base_models.json`` (kept in git: the recorded numbers,
 with the machine line and load average, since a shared 2-core box swings with its neighbours).
 Not part of ``python -m bench``: the full set takes ~25 min of CPU.
@@ -17,6 +17,8 @@ What is measured (the same `train_sft` / `LocalHFGenerator` code the pipeline ru
 - LoRA (r 16, all linear layers) seconds per optimizer step, batch 4 whole dialogs, on 1 and 2
   threads; with and without bf16 autocast and the label-positions-only LM head;
 - generation tokens/s at batch 1 and batch 8 (greedy, KV cache), 1 thread;
+- ``vocab_cut``: the step and generation figures of gemma3 and gemma3-ko (its vocabulary cut to
+  Korean orders) back to back in one run, and their ratios;
 - zero-shot (base) and after a time-boxed LoRA fine-tune: JSON validity and field accuracy on
   held-out validation replies.
 """
@@ -39,6 +41,7 @@ from bench.common import BENCH_DIR, REPO_ROOT, cache_dir
 OUT_PATH = BENCH_DIR / "base_models.json"
 SESSIONS, DAYS, SEED = 250, 14, 7
 GEMMA = "gemma3"
+GEMMA_KO = "gemma3-ko"
 LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-4, "per_device_train_batch_size": 4,
         "warmup_steps": 0.1, "eval_strategy": "no", "resume": False, "save_total_limit": 1, "logging_steps": 1,
         "lr_scheduler_type": "constant_with_warmup"}
@@ -165,7 +168,7 @@ def measure_steps(args: dict[str, Any]) -> dict[str, Any]:
     params = TrainRecipe.from_settings({**LORA, "base_model": args.get("base", GEMMA), "max_steps": args["steps"],
                                     "num_threads": args["threads"], "bf16": args["bf16"],
                                     "sparse_head": args["sparse_head"]})
-    out_dir = work_dir() / "runs" / f"steps-{args['threads']}-{args['bf16']}-{args['sparse_head']}"
+    out_dir = work_dir() / "runs" / f"steps-{args.get('base', GEMMA)}-{args['threads']}-{args['bf16']}-{args['sparse_head']}"
     result = train_sft(params, dataset_path(), out_dir, work_dir() / "models", log=lambda s: None, callbacks=[clock])
     steps = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
     return {"s_per_step": round(statistics.median(steps[1:] or steps), 2), "steps_s": [round(s, 2) for s in steps],
@@ -191,9 +194,9 @@ def _items(n: int) -> list[Any]:
 
 def measure_generation(args: dict[str, Any]) -> dict[str, Any]:
     """Tokens/s of greedy generation, batch 1 vs batch 8, same prompts and budget."""
-    from mrdabak_pipeline.core.training.gemma3 import ensure_gemma3
+    from mrdabak_pipeline.core.training.sft import resolve_base_model
 
-    model = {"model_path": str(ensure_gemma3(work_dir() / "models"))}
+    model = {"model_path": resolve_base_model(args.get("base", GEMMA), work_dir() / "models", [])}
     prompts = [it.prompt for it in _items(args["prompts"])]
     out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": args["max_new_tokens"], "threads": args["threads"]}
     for bs in (1, 8):
@@ -312,6 +315,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             save(f"lora_steps_gemma3_{k}", {"batch": "4 whole dialogs", **_spawn("steps", {**v, "steps": a.steps})})
     if "generation" in wanted:
         save("generation_gemma3", _spawn("generation", {"threads": 1, "prompts": 8, "max_new_tokens": 48}))
+    if "vocab_cut" in wanted:  # gemma3 vs gemma3-ko back to back: the same steps and prompts, 1 thread
+        step_args = {"threads": 1, "bf16": True, "sparse_head": True, "steps": a.steps}
+        steps = {b: _spawn("steps", {**step_args, "base": b}) for b in (GEMMA, GEMMA_KO)}
+        gen = {b: _spawn("generation", {"threads": 1, "prompts": 8, "max_new_tokens": 48, "base": b}) for b in (GEMMA, GEMMA_KO)}
+        save("vocab_cut_gemma3_ko_vs_gemma3", {
+            "lora_steps_1_thread_bf16_sparse_head": steps, "generation_1_thread": gen,
+            "step_speedup": round(steps[GEMMA]["s_per_step"] / steps[GEMMA_KO]["s_per_step"], 2),
+            "generation_speedup_batch_8": round(gen[GEMMA_KO]["batch_8"]["tokens_per_s"] / gen[GEMMA]["batch_8"]["tokens_per_s"], 2),
+        })
     if "zero_shot" in wanted:
         save("zero_shot_gemma3", _spawn("zero_shot", {"threads": 1, "items": a.items}))
     if "finetune" in wanted:

@@ -775,7 +775,7 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
 
     for i, chunk in enumerate(plan):
         c.user(c.say(chunk, said, greeting=greeting if i == 0 and plan_first_in_greeting else ""))
-        lead = f"{greet} " if i == 0 and plan_first_in_greeting and greeting else ""
+        lead = ""  # an opening that carries the order is answered with the order, not a rote greeting
         simple_champagne = "servingStyle" in chunk and said.dinner is DinnerType.CHAMPAGNE_FEAST and said.style is ServingStyle.SIMPLE
         for f in chunk:
             if not (f == "servingStyle" and simple_champagne):

@@ -78,10 +78,11 @@ def _time(hour: int, minute: int, period: str | None) -> str:
     return f"{hour:02d}:{minute:02d}"
 
 
+# `시(?!간|킬|흥)`: 네 시간 / 네 시킬게요 / "네, 시흥시 ..." (an address after a yes) are not 4 o'clock.
 TIME_RULES = [
     (r"(?<![\d:])(\d{1,2}):(\d\d)(?![\d:])", lambda m: f"{int(m[1]):02d}:{m[2]}"),
     (
-        rf"(?:(오전|오후|저녁|밤|낮|점심|아침) ?|(?<![가-힣]))(\d{{1,2}}(?=시)|{_NUM}) ?시(?!간|킬)(?: ?(반)| ?(\d{{1,2}})분)?",
+        rf"(?:(오전|오후|저녁|밤|낮|점심|아침) ?|(?<![가-힣]))(\d{{1,2}}(?=시)|{_NUM}) ?시(?!간|킬|흥)(?: ?(반)| ?(\d{{1,2}})분)?",
         lambda m: _time(int(m[2]) if m[2].isdigit() else HOUR_WORDS[m[2]], 30 if m[3] else int(m[4] or 0), m[1]),
     ),
     (r"정오|점심", lambda m: "12:00"),
