@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML run config (a Dagster run config file or its body)")
     p.add_argument("--model", dest="base_model", default=None,
-                   help="'tiny' (default, built from the data), 'gemma3', 'smollm2-135m', a folder or a HF model id")
+                   help="'tiny' (default, built from the data), 'gemma3', 'gemma3-ko', 'smollm2-135m', a folder or a HF model id")
     p.add_argument("--dataset", default=None, help="DatasetDict folder (default: newest from `mrdabak dataset`)")
     p.add_argument("--output", default=None, help="output folder (default: data/models/finetune-hf/<model>-<key>)")
     for key, name in COMMON_KNOBS.items():

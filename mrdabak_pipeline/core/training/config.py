@@ -175,7 +175,7 @@ class TrainRecipe:
     run config shape, with `COMMON_KNOBS` short names and ``overrides``); a bad name raises.
     """
 
-    #: 'tiny' (built from the data), 'smollm2-135m', 'gemma3' (alias 'gemma3-270m'), a folder or a HF id.
+    #: 'tiny' (built from the data), 'smollm2-135m', 'gemma3' (alias 'gemma3-270m'), 'gemma3-ko', a folder or a HF id.
     base_model: str = TINY
     #: "grouped" (default) = no padding computed: on CPU ONE example per micro-batch with gradient
     #: accumulation over the batch size (the same examples per optimizer step and the same steps as

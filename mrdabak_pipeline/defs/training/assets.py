@@ -85,6 +85,7 @@ class FineTuneConfig(dg.Config):
         default=_DEFAULTS.base_model,
         description=(
             "'tiny' (built from the data), 'gemma3' (Gemma 3 270M, offline GGUF package, reads Korean), "
+            "'gemma3-ko' (gemma3 with its vocabulary cut to Korean orders: ~2x faster on a CPU), "
             "'smollm2-135m' (offline GGUF), a local folder or a HF model id."
         ),
     )
