@@ -627,13 +627,13 @@ def _summary(c: _Conversation) -> str:
     )
 
 
-def _next(c: _Conversation, ack: str, lead: str = "") -> None:
-    """The assistant's reply after the state changed: (greeting,) read-back, then what is
+def _next(c: _Conversation, ack: str) -> None:
+    """The assistant's reply after the state changed: read-back, then what is
     missing, or the summary (ready for confirmation) when nothing is."""
     if missing_fields(c.state):
-        c.assistant(f"{lead}{ack} {_ask_missing(c)}".strip())
+        c.assistant(f"{ack} {_ask_missing(c)}".strip())
     else:
-        c.assistant(f"{lead}{ack + ' ' if ack and c.rng.random() < 0.3 else ''}{_summary(c)}", ready=True)
+        c.assistant(f"{ack + ' ' if ack and c.rng.random() < 0.3 else ''}{_summary(c)}", ready=True)
 
 
 # --- Scenarios --------------------------------------------------------------------------------
@@ -739,8 +739,9 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
     c.state = {}
     greet = f"안녕하세요, {c.name}님! 미스터 대박 디너 서비스입니다."
     prefaced = scenario in ("out_of_domain", "unclear", "menu_question")
-    # Customers often open with the order itself, with or without a hello: the first reply must
-    # then read it, not greet by rote (a model that only ever saw "hello" first learns the latter).
+    # Customers often open with the order itself, with or without a hello: the first reply then
+    # reads the order back, never the rote greeting (a model that only ever saw "hello" first
+    # learns to greet whatever the customer says).
     greeting = rng.choice(GREETINGS) if rng.random() < 0.5 else ""
     if not prefaced and rng.random() < (0.8 if scenario == "one_shot" else 0.5):
         plan_first_in_greeting = True
@@ -750,6 +751,7 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
         c.user(greeting)
         c.assistant(f"{greet} {rng.choice(('어떤 디너를 주문하시겠어요?', '무엇을 도와드릴까요?', '어떤 디너로 준비해 드릴까요?'))}")
 
+    ood_at = None  # the turn after which an off-topic aside comes, mid-order
     if scenario == "out_of_domain":
         ood_at = rng.randrange(max(1, len(plan) - 1)) if rng.random() < 0.5 else None  # an aside in the middle of the order
         if ood_at is None:
@@ -765,8 +767,6 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
     elif scenario == "menu_question" and _menu_question(c, said):
         plan = [ch for ch in ([f for f in ch if f != "dinnerType"] for ch in plan) if ch]
 
-    if scenario != "out_of_domain":
-        ood_at = None
     change_at = None
     if scenario == "change_of_mind" and change:
         change_at = rng.randint(next(i for i, ch in enumerate(plan) if change in ch), len(plan) - 1)
@@ -775,14 +775,13 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
 
     for i, chunk in enumerate(plan):
         c.user(c.say(chunk, said, greeting=greeting if i == 0 and plan_first_in_greeting else ""))
-        lead = ""  # an opening that carries the order is answered with the order, not a rote greeting
         simple_champagne = "servingStyle" in chunk and said.dinner is DinnerType.CHAMPAGNE_FEAST and said.style is ServingStyle.SIMPLE
         for f in chunk:
             if not (f == "servingStyle" and simple_champagne):
                 c.state[f] = said.state_value(f)
         if simple_champagne:
             others = _ack(c, [f for f in chunk if f != "servingStyle"])
-            c.assistant(f"{lead}{others + ' ' if others else ''}죄송합니다. 샴페인 축제 디너는 그랜드 또는 디럭스 스타일로만 제공됩니다. 어떤 스타일로 하시겠어요?")
+            c.assistant(f"{others + ' ' if others else ''}죄송합니다. 샴페인 축제 디너는 그랜드 또는 디럭스 스타일로만 제공됩니다. 어떤 스타일로 하시겠어요?")
             said = replace(said, style=final.style)
             word = style_word(final.style, rng)
             c.user(rng.choice((f"그럼 {ro(word)} 할게요.", f"아 그렇구나. 그럼 {ro(word)} 바꿔서 주세요", f"{yo(word)}", f"그러면 {word}로 부탁드려요")))
@@ -792,13 +791,13 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
             right = said
             wrong = _alternative(c, said, mistake)
             c.state[mistake] = wrong.state_value(mistake)
-            c.assistant(f"{lead}{_ack(c, chunk)} {_ask_missing(c) or '이대로 진행할까요?'}".strip())
+            c.assistant(f"{_ack(c, chunk)} {_ask_missing(c) or '이대로 진행할까요?'}".strip())
             c.user(rng.choice(("아니요, ", "아니요 ", "그게 아니라 ", "잘못 들으셨어요. ")) + f"{subject(c.value_phrase(mistake, wrong))} 아니라 {yo(c.value_phrase(mistake, right))}.")
             c.state[mistake] = right.state_value(mistake)
             _next(c, _ack(c, [mistake], verb="정정했습니다"))
             mistake = None
         else:
-            _next(c, _ack(c, chunk), lead)
+            _next(c, _ack(c, chunk))
         if i == stop_at:
             if rng.random() < 0.5:
                 c.user(rng.choice(("잠시만요, 나중에 다시 할게요.", "아 전화 왔네요. 이따가 다시 할게요", "생각 좀 해 보고 다시 올게요")))
