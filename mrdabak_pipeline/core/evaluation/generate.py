@@ -130,39 +130,35 @@ class ReplyObjectClosed:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass
 class LocalHFGenerator:
     """Greedy generation with a local causal LM, optionally with a PEFT adapter on top.
 
     The model is loaded on first use (with `training.sft.load_model_for_inference`, so evaluation
-    loads exactly what training saved) and freed by `close`, so evaluating a base and a fine-tuned
-    model one after the other never holds both in (GPU) memory. Only local directories are
-    accepted: nothing is fetched from a hub.
+    loads exactly what training saved; an adapter is merged into its base, which generates the
+    same replies without the adapter's extra work per step) and freed by `close`, so evaluating a
+    base and a fine-tuned model one after the other never holds both in (GPU) memory. Only local
+    directories are accepted: nothing is fetched from a hub. `bf16`: the model was trained under
+    bf16 autocast, so on a CPU with native bf16 it generates in bf16 too (see the loader).
     """
 
-    def __init__(
-        self,
-        model_path: str,
-        base_model_path: str | None = None,
-        is_adapter: bool = False,
-        batch_size: int = 8,
-        max_new_tokens: int = 256,
-        device: str = "auto",
-        num_threads: int | None = None,
-        name: str | None = None,
-        constrained: bool = False,
-    ) -> None:
-        self.model_path = model_path
-        self.base_model_path = base_model_path
-        self.is_adapter = is_adapter
-        self.batch_size = max(1, batch_size)
-        self.max_new_tokens = max_new_tokens
-        self.device = device
-        self.num_threads = num_threads
-        self.name = name or Path(model_path).name
-        self.constrained = constrained
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._ll_tokenizer: Any = None
+    model_path: str
+    base_model_path: str | None = None
+    is_adapter: bool = False
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    device: str = "auto"
+    num_threads: int | None = None
+    name: str | None = None
+    constrained: bool = False
+    bf16: bool = False
+    _model: Any = field(default=None, init=False, repr=False)
+    _tokenizer: Any = field(default=None, init=False, repr=False)
+    _ll_tokenizer: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batch_size = max(1, self.batch_size)
+        self.name = self.name or Path(self.model_path).name
 
     def _load(self) -> None:
         if self._model is not None:
@@ -180,7 +176,8 @@ class LocalHFGenerator:
             raise OSError(f"{self.model_path}: no such model directory (nothing is fetched from a hub)")
         # The same loader training uses to check its own output: adapter on its base, or a full model.
         model, tokenizer = load_model_for_inference(
-            self.model_path, self.is_adapter, self.base_model_path, device=device
+            self.model_path, self.is_adapter, self.base_model_path, device=device, cpu_bf16=self.bf16,
+            merge_adapter=True,
         )
         tokenizer.padding_side = "left"
         tokenizer.truncation_side = "left"  # keep the latest turns when a dialog is too long
@@ -213,6 +210,7 @@ class LocalHFGenerator:
         tok, model = self._tokenizer, self._model
         texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
         eos_ids = self._eos_ids()
+        stop_ids = {*eos_ids, tok.pad_token_id}
         max_pos = getattr(model.config, "max_position_embeddings", None) or 4096
         max_prompt = max(8, max_pos - self.max_new_tokens)
         batch_size = self.batch_size if mode == "batched" else 1
@@ -248,7 +246,9 @@ class LocalHFGenerator:
                 )
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, i in zip(new, idx, strict=True):
-                cut = next((k + 1 for k, t in enumerate(row) if t in eos_ids), len(row))
+                # A row ends at its end-of-turn token (counted), or where `ReplyObjectClosed` stopped
+                # it and generate padded the rest (not counted: no tokens were generated there).
+                cut = next((k + (t in eos_ids) for k, t in enumerate(row) if t in stop_ids), len(row))
                 out_tokens[i] = cut
                 out_texts[i] = tok.decode(row[:cut], skip_special_tokens=True).strip()
         wall = time.perf_counter() - start
@@ -278,6 +278,7 @@ class LocalHFGenerator:
 # --- OpenAI-compatible chat endpoints ----------------------------------------------------------
 
 
+@dataclass
 class OpenAIChatGenerator:
     """Replies from any OpenAI-compatible chat endpoint (OpenAI, Azure OpenAI, vLLM, a test server).
 
@@ -285,39 +286,28 @@ class OpenAIChatGenerator:
     never stored in results. ``batched`` mode sends up to `concurrency` requests at once;
     ``sequential`` sends one after another. A failed request becomes an empty reply with its error
     recorded (it then scores as invalid JSON); only when every request fails is it an error, since
-    that means the endpoint itself is unusable.
+    that means the endpoint itself is unusable. `client` replaces the SDK client (tests).
     """
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        azure: bool = False,
-        api_version: str | None = None,
-        max_new_tokens: int = 256,
-        concurrency: int = 4,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        client: Any = None,
-        name: str | None = None,
-        constrained: bool = False,
-    ) -> None:
-        self.model = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.azure = azure
-        self.api_version = api_version
-        self.max_new_tokens = max_new_tokens
-        self.concurrency = max(1, concurrency)
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.name = name or model
-        self.constrained = constrained
-        self._client = client
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    azure: bool = False
+    api_version: str | None = None
+    max_new_tokens: int = 256
+    concurrency: int = 4
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    client: Any = field(default=None, repr=False)
+    name: str | None = None
+    constrained: bool = False
+
+    def __post_init__(self) -> None:
+        self.concurrency = max(1, self.concurrency)
+        self.name = self.name or self.model
 
     def _get_client(self) -> Any:
-        if self._client is None:
+        if self.client is None:
             import openai
 
             # Local servers (vLLM, tests) accept any key; the real services reject a missing one
@@ -326,7 +316,7 @@ class OpenAIChatGenerator:
             if self.azure:
                 if not self.base_url:
                     raise ValueError("azure backend needs base_url (the Azure OpenAI endpoint)")
-                self._client = openai.AzureOpenAI(
+                self.client = openai.AzureOpenAI(
                     azure_endpoint=self.base_url,
                     api_key=key,
                     api_version=self.api_version or os.environ.get("OPENAI_API_VERSION", "2024-10-21"),
@@ -334,10 +324,10 @@ class OpenAIChatGenerator:
                     max_retries=self.max_retries,
                 )
             else:
-                self._client = openai.OpenAI(
+                self.client = openai.OpenAI(
                     base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=self.max_retries
                 )
-        return self._client
+        return self.client
 
     def complete(self, messages: Messages, max_tokens: int | None = None) -> tuple[str, int]:
         """One chat completion, greedy: (reply text, completion tokens)."""
@@ -391,9 +381,9 @@ class OpenAIChatGenerator:
         )
 
     def close(self) -> None:
-        if self._client is not None and hasattr(self._client, "close"):
-            self._client.close()
-        self._client = None
+        if self.client is not None and hasattr(self.client, "close"):
+            self.client.close()
+        self.client = None
 
 
 # --- From the fine_tuned_model asset value -----------------------------------------------------
@@ -427,8 +417,10 @@ def generators_for(
         base_path = model.get("base_model_path") or model.get("base_model")
         if not base_path:
             raise ValueError("fine_tuned_model (local) has neither base_model_path nor base_model")
+        # Both models run in the precision the fine-tune trained in (`trained_in_bf16`), so the
+        # comparison is on equal terms.
         common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, num_threads=num_threads,
-                      constrained=constrained)
+                      constrained=constrained, bf16=trained_in_bf16(model))
         base = {"base": LocalHFGenerator(str(base_path), name=f"base:{Path(str(base_path)).name}", **common)}
         return {
             **(base if has_pretrained_base(model) else {}),
@@ -457,6 +449,15 @@ def generators_for(
             "fine_tuned": OpenAIChatGenerator(str(model["model_id"]), **common),
         }
     raise ValueError(f"unknown fine_tuned_model backend: {backend!r}")
+
+
+def trained_in_bf16(model: Mapping[str, Any]) -> bool:
+    """Whether a model value was trained in bf16 (on a GPU, or under CPU autocast).
+
+    A `fine_tuned_model` value says so in its training metrics; a `promoted_model` value (whose
+    ``metrics`` are the evaluation's) carries it as ``bf16``.
+    """
+    return bool(model.get("bf16", (model.get("metrics") or {}).get("bf16")))
 
 
 #: Base model names that are built from random weights (nothing was pretrained).

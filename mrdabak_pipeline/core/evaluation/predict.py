@@ -32,6 +32,7 @@ from mrdabak_pipeline.core.evaluation.generate import (
     Messages,
     OpenAIChatGenerator,
     prompt_kinds_for,
+    trained_in_bf16,
 )
 
 PROMOTED = "promoted"
@@ -57,6 +58,8 @@ class ModelSpec:
     prompt_id: str | None = None
     #: The prompt when none is recorded nor asked for (see `choose_prompt`).
     default_prompt: prompts.PromptKind = prompts.PromptKind.SHORT
+    #: Trained in bf16, so a local model generates in bf16 where the CPU has it (`LocalHFGenerator`).
+    bf16: bool = False
 
     @property
     def is_local(self) -> bool:
@@ -78,7 +81,7 @@ def spec_from_value(value: Mapping[str, Any], label: str = "") -> ModelSpec:
         base = value.get("base_model_path") if is_adapter else None
         return ModelSpec("local", label or str(path), model_path=str(path),
                          base_model_path=str(base) if base else None, is_adapter=is_adapter, prompt_id=pid,
-                         default_prompt=default)
+                         default_prompt=default, bf16=trained_in_bf16(value))
     if backend in ("openai", "azure"):
         # Azure calls a deployment, not the model id (see promotion.serving_instructions).
         model_id = value.get("deployment") or value.get("model_id")
@@ -140,7 +143,7 @@ def build_generator(
         return LocalHFGenerator(
             str(spec.model_path), base_model_path=spec.base_model_path, is_adapter=spec.is_adapter,
             batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, num_threads=num_threads,
-            name=spec.label, constrained=constrained,
+            name=spec.label, constrained=constrained, bf16=spec.bf16,
         )
     key_env = api_key_env or ("AZURE_OPENAI_API_KEY" if spec.backend == "azure" else "OPENAI_API_KEY")
     return OpenAIChatGenerator(

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrdabak_pipeline.core.evaluation.generate import trained_in_bf16
+
 BASE, FINE_TUNED = "base", "fine_tuned"
 #: The gate's check names (`GateResult.name`).
 JSON_VALIDITY = "json_validity"
@@ -209,6 +211,7 @@ def _serving(fine_tuned_model: Mapping[str, Any], served_name: str, host: str, p
             "adapter_path": model_path if fine_tuned_model.get("is_adapter") else None,
             "model_path": model_path,
             "base_model_path": base,
+            "bf16": trained_in_bf16(fine_tuned_model),
             "serve_command": shlex.join(cmd),
             "app_settings": {
                 "voice.llm.api-url": f"http://{host}:{port}/v1",

@@ -424,13 +424,17 @@ def train_sft(
     # base (tiny keeps its measured fp32 recipe).
     use_bf16 = bool(recipe.trl["bf16"]) if "bf16" in recipe.trl else (
         dev["bf16"] if on_cuda else (not random_base and cpu_bf16_supported()))
-    if use_bf16 and not on_cuda:
-        log("bf16 autocast on CPU (fp32 weights)")
     model_args = recipe.model_config()
+    # LoRA under CPU autocast: every matmul already runs in bf16, so the frozen base is stored in
+    # bf16 rather than cast at every call (the adapter itself stays fp32), and attention is eager,
+    # which is fast in bf16 on a CPU where SDPA's kernel is not (`bench.base_models --only cpu_lora`).
+    cpu_bf16 = use_bf16 and not on_cuda
+    weights_bf16 = use_bf16 and (on_cuda or model_args.use_peft)
+    attn = model_args.attn_implementation or ("eager" if cpu_bf16 else None)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(
-        base_path, dtype=torch.bfloat16 if on_cuda and use_bf16 else torch.float32,
-        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}))
+        base_path, dtype=torch.bfloat16 if weights_bf16 else torch.float32,
+        **({"attn_implementation": attn} if attn else {}))
 
     # Whole dialogs with an assistant-token mask when the template allows it (cut before any
     # weight-0 reply); per-turn prompt/completion otherwise.
@@ -445,6 +449,9 @@ def train_sft(
     if model_args.use_peft and model_args.lora_modules_to_save is None and random_base:
         model_args = replace(model_args, lora_modules_to_save=["lm_head"])
     peft_config = get_peft_config(model_args)
+    if cpu_bf16:
+        log(f"bf16 autocast on CPU ({'bf16 frozen base, fp32 adapter' if peft_config else 'fp32 weights'}), "
+            f"attention {attn}")
 
     plan = (plan_packing(_example_lengths(tokenizer, train_ds), recipe.value("per_device_train_batch_size"),
                          recipe.value("max_length"))
@@ -567,7 +574,8 @@ def train_sft(
 
 
 def load_model_for_inference(path: str | Path, is_adapter: bool, base_model_path: str | None = None,
-                             *, device: str | None = None) -> tuple[Any, Any]:
+                             *, device: str | None = None, cpu_bf16: bool = False,
+                             merge_adapter: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) ready for ``generate`` from a `fine_tuned_model` value's fields.
 
     ``is_adapter``: a PEFT adapter folder is loaded with ``AutoPeftModelForCausalLM`` (its
@@ -575,26 +583,40 @@ def load_model_for_inference(path: str | Path, is_adapter: bool, base_model_path
     Otherwise ``path`` is a full model folder (a full fine-tune, a merged export, or a base model
     itself — pass ``base_model_path`` as ``path`` with ``is_adapter=False`` to evaluate the base).
     The tokenizer (with its chat template) is read from ``path``, where training saved it.
+
+    Weights are bf16 on a GPU that supports it. On a CPU they stay fp32 unless ``cpu_bf16`` asks
+    for bf16 and the CPU runs bf16 natively: meant for models trained under bf16 autocast, which
+    already computed in bf16, so inference keeps their numerics and runs on the bf16 units.
+    ``merge_adapter`` folds LoRA weights into the base (in fp32, before any cast): the same
+    function without the adapter's extra matmuls at every step, for generation-heavy callers.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if device == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    else:
+        dtype = torch.bfloat16 if cpu_bf16 and cpu_bf16_supported() else torch.float32
+    load_dtype = torch.float32 if is_adapter and merge_adapter else dtype
     path = str(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if is_adapter:
         if base_model_path:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=load_dtype)
             model = PeftModel.from_pretrained(base, path)
         else:
             from peft import AutoPeftModelForCausalLM
 
-            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=load_dtype)
+        if merge_adapter:
+            model = model.merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if load_dtype != dtype:  # merged in fp32, now cast for inference
+        model.to(dtype)
     model.to(device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
