@@ -35,15 +35,11 @@ META_PIPELINE = "mrdabak_pipeline"
 
 # Training price in USD per 1M trained tokens (OpenAI price list, 2025). Longest prefix wins, so
 # dated snapshots fall back to their family. Azure bills training per hour instead: its figure is
-# an estimate of the same token volume at OpenAI's price, flagged as such in metadata.
+# an estimate of the same token volume at OpenAI's price, flagged as such in metadata. One model family a line.
 TRAINING_PRICE_PER_1M: dict[str, float] = {
-    "gpt-4o-mini": 3.00,
-    "gpt-4o": 25.00,
-    "gpt-4.1-nano": 1.50,
-    "gpt-4.1-mini": 5.00,
-    "gpt-4.1": 25.00,
-    "gpt-3.5-turbo": 8.00,
-    "gpt-35-turbo": 8.00,
+    "gpt-4o-mini": 3.00, "gpt-4o": 25.00,
+    "gpt-4.1-nano": 1.50, "gpt-4.1-mini": 5.00, "gpt-4.1": 25.00,
+    "gpt-3.5-turbo": 8.00, "gpt-35-turbo": 8.00,  # OpenAI's spelling, Azure's
 }
 
 # Azure spells some base models differently from OpenAI.
