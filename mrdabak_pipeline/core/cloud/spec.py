@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -176,6 +177,23 @@ class JobSpec:
             META_RUN_ID: run_id[:512],
             META_PIPELINE: "mrdabak_pipeline",
         }
+
+
+#: `build_job_spec`'s options besides the backend: the settings that make the job (and its fingerprint),
+#: which a Dagster config or a CLI passes through as they are.
+JOB_SPEC_OPTIONS: tuple[str, ...] = (
+    "model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix", "wandb_project",
+    "training_type",
+)
+
+
+def job_spec_from(backend: str, settings: Mapping[str, Any]) -> JobSpec:
+    """`build_job_spec` on the `JOB_SPEC_OPTIONS` among ``settings`` (a config's dump, a CLI's arguments).
+
+    One list for every caller, so an option added to the spec reaches the asset and the CLI alike;
+    whatever else ``settings`` holds (how to follow or deploy the job) is not the spec's.
+    """
+    return build_job_spec(backend=backend, **{k: settings[k] for k in JOB_SPEC_OPTIONS if k in settings})
 
 
 def build_job_spec(
