@@ -24,8 +24,8 @@ from mrdabak_pipeline.core.cloud import (
     FineTuningClient,
     JobFailedError,
     app_settings,
-    build_job_spec,
     describe_job,
+    job_spec_from,
 )
 from mrdabak_pipeline.defs.training.cloud import OpenAIFineTuningResource
 
@@ -67,18 +67,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     backend = "azure" if args.azure else "openai"
-    spec = build_job_spec(
-        backend=backend,
-        model=args.model,
-        method=args.method,
-        n_epochs=args.n_epochs,
-        batch_size=args.batch_size,
-        learning_rate_multiplier=args.learning_rate_multiplier,
-        beta=args.beta,
-        seed=args.seed,
-        suffix=args.suffix,
-        wandb_project=args.wandb_project,
-    )
+    spec = job_spec_from(backend, vars(args))  # the flags named like build_job_spec's options
     client = _client(args)
     handle = client.create_or_attach(
         spec, train_path=args.file, validation_path=args.validation_file, run_id="cli"

@@ -17,18 +17,12 @@ import pyarrow.compute as pc
 from mrdabak_pipeline.core.domain import ORDER_FIELDS, Session, Turn
 from mrdabak_pipeline.core.runtime.bulk import paused_gc
 
-ORDER_STATE_TYPE = pa.struct(
-    [
-        ("dinnerType", pa.string()),
-        ("servingStyle", pa.string()),
-        ("quantity", pa.int64()),
-        ("deliveryDate", pa.string()),
-        ("deliveryTime", pa.string()),
-        ("deliveryAddress", pa.string()),
-        ("readyForConfirmation", pa.bool_()),
-        ("needsMoreInfo", pa.list_(pa.string())),
-    ]
-)
+#: The order keys that are not text; the struct has every `ORDER_FIELDS` key, in its order, since
+#: reading a state back (`_state_dict`) looks each of them up.
+_NON_TEXT_ORDER_FIELDS = {
+    "quantity": pa.int64(), "readyForConfirmation": pa.bool_(), "needsMoreInfo": pa.list_(pa.string())
+}
+ORDER_STATE_TYPE = pa.struct([(k, _NON_TEXT_ORDER_FIELDS.get(k, pa.string())) for k in ORDER_FIELDS])
 TURN_TYPE = pa.struct(
     [
         ("role", pa.string()),

@@ -46,6 +46,8 @@ _WHERE: dict[str, str] = {
     "app_settings": "mrdabak_pipeline.core.cloud.spec",
     "azure_model_name": "mrdabak_pipeline.core.cloud.spec",
     "build_job_spec": "mrdabak_pipeline.core.cloud.spec",
+    "JOB_SPEC_OPTIONS": "mrdabak_pipeline.core.cloud.spec",
+    "job_spec_from": "mrdabak_pipeline.core.cloud.spec",
     "decode_result_file": "mrdabak_pipeline.core.cloud.results",
     "default_deployment_name": "mrdabak_pipeline.core.cloud.azure",
     "deploy_fine_tuned_model": "mrdabak_pipeline.core.cloud.azure",

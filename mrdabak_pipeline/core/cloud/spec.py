@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -35,15 +36,11 @@ META_PIPELINE = "mrdabak_pipeline"
 
 # Training price in USD per 1M trained tokens (OpenAI price list, 2025). Longest prefix wins, so
 # dated snapshots fall back to their family. Azure bills training per hour instead: its figure is
-# an estimate of the same token volume at OpenAI's price, flagged as such in metadata.
+# an estimate of the same token volume at OpenAI's price, flagged as such in metadata. One model family a line.
 TRAINING_PRICE_PER_1M: dict[str, float] = {
-    "gpt-4o-mini": 3.00,
-    "gpt-4o": 25.00,
-    "gpt-4.1-nano": 1.50,
-    "gpt-4.1-mini": 5.00,
-    "gpt-4.1": 25.00,
-    "gpt-3.5-turbo": 8.00,
-    "gpt-35-turbo": 8.00,
+    "gpt-4o-mini": 3.00, "gpt-4o": 25.00,
+    "gpt-4.1-nano": 1.50, "gpt-4.1-mini": 5.00, "gpt-4.1": 25.00,
+    "gpt-3.5-turbo": 8.00, "gpt-35-turbo": 8.00,  # OpenAI's spelling, Azure's
 }
 
 # Azure spells some base models differently from OpenAI.
@@ -180,6 +177,23 @@ class JobSpec:
             META_RUN_ID: run_id[:512],
             META_PIPELINE: "mrdabak_pipeline",
         }
+
+
+#: `build_job_spec`'s options besides the backend: the settings that make the job (and its fingerprint),
+#: which a Dagster config or a CLI passes through as they are.
+JOB_SPEC_OPTIONS: tuple[str, ...] = (
+    "model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix", "wandb_project",
+    "training_type",
+)
+
+
+def job_spec_from(backend: str, settings: Mapping[str, Any]) -> JobSpec:
+    """`build_job_spec` on the `JOB_SPEC_OPTIONS` among ``settings`` (a config's dump, a CLI's arguments).
+
+    One list for every caller, so an option added to the spec reaches the asset and the CLI alike;
+    whatever else ``settings`` holds (how to follow or deploy the job) is not the spec's.
+    """
+    return build_job_spec(backend=backend, **{k: settings[k] for k in JOB_SPEC_OPTIONS if k in settings})
 
 
 def build_job_spec(

@@ -78,14 +78,10 @@ class ResolvedEncoding:
     exact: bool  # whether counts equal what OpenAI counts for `model`
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "model_encoding": self.model_encoding,
-            "encoding_used": self.encoding_name,
-            "encoding_source": self.source,
-            "counted_with": "quicktok" if _quicktok_counter(self.encoding) is not None else "tiktoken",
-            "exact": self.exact,
-        }
+        """How a dataset's tokens were counted (stored in its shards and read back: keep the keys)."""
+        counted_with = "quicktok" if _quicktok_counter(self.encoding) is not None else "tiktoken"
+        return {"model": self.model, "model_encoding": self.model_encoding, "encoding_used": self.encoding_name,
+                "encoding_source": self.source, "counted_with": counted_with, "exact": self.exact}
 
 
 def reset_cache() -> None:

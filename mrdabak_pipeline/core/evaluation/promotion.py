@@ -17,6 +17,8 @@ from typing import Any
 from mrdabak_pipeline.core.evaluation.generate import trained_in_bf16
 
 BASE, FINE_TUNED = "base", "fine_tuned"
+#: The figures' source that pools every item (validation and golden; `runner.ALL`): the gate's default.
+ALL = "all"
 #: The gate's check names (`GateResult.name`).
 JSON_VALIDITY = "json_validity"
 NOT_WORSE_THAN_BASE = "exact_match_not_worse_than_base"
@@ -30,7 +32,7 @@ class GateThresholds:
     min_json_validity: float = 0.9
     max_rule_violation_rate: float = 0.0
     exact_match_tolerance: float = 0.0
-    source: str = "all"
+    source: str = ALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,7 @@ def promotion_record(report: Mapping[str, Any], promoted_at: str) -> dict[str, A
         **serving_instructions(report["fine_tuned_model"]),
         "promoted_at": promoted_at,
         "report": report["paths"]["markdown"],
-        "metrics": {k: v["value"] for k, v in report["metrics"][FINE_TUNED]["all"].items()},
+        "metrics": {k: v["value"] for k, v in report["metrics"][FINE_TUNED][ALL].items()},
     }
 
 

@@ -60,13 +60,8 @@ NULL_MESSAGE_ROW = "null_message_row"
 CONSECUTIVE_DUPLICATE = "consecutive_duplicate"
 
 REJECTED_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.string()),
-        ("partition_date", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("n_rows", pa.int64()),
-    ]
+    {"session_id": pa.string(), "partition_date": pa.string(), "reason": pa.string(), "detail": pa.string(),
+     "n_rows": pa.int64()}
 )
 
 #: Every spelling of a role the app (or its predecessors) ever wrote, lower-cased.

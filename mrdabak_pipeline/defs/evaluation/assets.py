@@ -66,6 +66,10 @@ class EvaluationConfig(dg.Config):
     )
 
 
+#: Config fields `generators_for` takes as they are (``constrained`` is not: "both" is done here).
+_GENERATION_OPTIONS = {"batch_size", "max_new_tokens", "device", "num_threads", "api_key_env", "concurrency"}
+
+
 def _golden_path(config: EvaluationConfig, data_paths: DataPathsResource) -> Path:
     """The golden set to evaluate on: the configured file, else the data root's own, else the packaged one.
 
@@ -141,14 +145,7 @@ def evaluation_report(
         judge_gen = OpenAIChatGenerator(config.judge_model, base_url=config.judge_base_url, api_key_env=config.judge_api_key_env)
         judge = lambda msgs: judge_gen.complete(msgs, max_tokens=20)[0]  # noqa: E731
     generators = generators_for(
-        fine_tuned_model,
-        batch_size=config.batch_size,
-        max_new_tokens=config.max_new_tokens,
-        device=config.device,
-        num_threads=config.num_threads,
-        api_key_env=config.api_key_env,
-        concurrency=config.concurrency,
-        constrained=config.constrained == "on",
+        fine_tuned_model, constrained=config.constrained == "on", **config.model_dump(include=_GENERATION_OPTIONS)
     )
     if config.constrained == "both":
         generators = with_constrained_twin(generators)

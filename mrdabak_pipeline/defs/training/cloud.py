@@ -35,7 +35,7 @@ from mrdabak_pipeline.core.cloud import (
     JobCreationRefusedError,
     JobFailedError,
     PreflightError,
-    build_job_spec,
+    job_spec_from,
     make_sdk_client,
 )
 from mrdabak_pipeline.core.cloud import run_cloud_fine_tune as core_run
@@ -52,9 +52,6 @@ RUN_TAG_JOB_ID = "mrdabak/cloud_job_id"
 
 # Indirection so tests can simulate a run that dies or is terminated mid-poll.
 _poll_sleep = time.sleep
-#: The config fields that make the job (and its fingerprint); the rest say how to follow and deploy it.
-_SPEC_FIELDS = ("model", "method", "n_epochs", "batch_size", "learning_rate_multiplier", "beta", "seed", "suffix",
-                "wandb_project", "training_type")
 #: Refusals that a retry cannot fix (nothing was uploaded, or the API said no): fail without retrying.
 _FINAL_ERRORS = (DatasetNotReadyError, DatasetChangedError, PreflightError, JobCreationRefusedError)
 
@@ -257,7 +254,7 @@ def run_cloud_fine_tune(
     `data_paths` is the run's configured resource (where the loss curve goes), never a default one.
     """
     request = CloudFineTuneRequest(
-        spec=build_job_spec(backend=backend, **config.model_dump(include=set(_SPEC_FIELDS))),  # refused before uploads
+        spec=job_spec_from(backend, config.model_dump()),  # refused before uploads
         dataset=(dpo_dataset or {}) if config.method == "dpo" else openai_dataset,
         serve_until=date.fromisoformat(config.serve_until) if config.serve_until else None,
         retirement_warning_days=config.retirement_warning_days,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mrdabak_pipeline.core.cloud import (
+    JOB_SPEC_OPTIONS,
     ArmTarget,
     CloudCredentialsError,
     CloudSpecError,
@@ -25,6 +27,7 @@ from mrdabak_pipeline.core.cloud import (
     default_deployment_name,
     deploy_fine_tuned_model,
     estimated_cost_usd,
+    job_spec_from,
     make_sdk_client,
     manual_deployment_steps,
     parse_hparam,
@@ -103,6 +106,12 @@ def test_method_payloads_supervised_and_dpo() -> None:
     with pytest.raises(CloudSpecError, match="method"):
         build_job_spec(method="reinforcement")
     assert build_job_spec(backend="azure", model="gpt-3.5-turbo").model == "gpt-35-turbo"
+
+
+def test_job_spec_from_takes_every_spec_option_and_nothing_else() -> None:
+    assert set(JOB_SPEC_OPTIONS) == set(inspect.signature(build_job_spec).parameters) - {"backend"}
+    settings = {"n_epochs": "3", "seed": 42, "suffix": "s", "poll_interval_s": 5.0, "file": "train.jsonl"}
+    assert job_spec_from("azure", settings) == build_job_spec(backend="azure", n_epochs=3, seed=42, suffix="s")
 
 
 def test_fingerprint_changes_with_data_and_hyperparameters_only() -> None:
