@@ -1,7 +1,7 @@
 """The offline base models compared on this task: tokenizer cost on Korean, CPU training and
 generation speed, memory, and what a short CPU LoRA fine-tune of Gemma 3 270M reaches.
 
-``python -m bench.base_models [--only tokens,steps,generation,vocab_cut,finetune] [--budget-s 360]``
+``python -m bench.base_models [--only tokens,steps,generation,vocab_cut,cpu_precision,finetune] [--budget-s 360]``
 recomputes the figures and writes ``bench/base_models.json`` (kept in git: the recorded numbers,
 with the machine line and load average, since a shared 2-core box swings with its neighbours).
 Not part of ``python -m bench``: the full set takes ~25 min of CPU.
@@ -19,6 +19,9 @@ What is measured (the same `train_sft` / `LocalHFGenerator` code the pipeline ru
 - generation tokens/s at batch 1 and batch 8 (greedy, KV cache), 1 thread;
 - ``vocab_cut``: the step and generation figures of gemma3 and gemma3-ko (its vocabulary cut to
   Korean orders) back to back in one run, and their ratios;
+- ``cpu_precision``: gemma3-ko on 2 threads, LoRA steps as the pipeline runs them (bf16 autocast,
+  frozen base stored in bf16, eager attention) against SDPA attention and against fp32; generation
+  at batch 8 in fp32 and in bf16 (what evaluation does for a model trained under bf16 autocast);
 - zero-shot (base) and after a time-boxed LoRA fine-tune: JSON validity and field accuracy on
   held-out validation replies.
 """
@@ -165,22 +168,24 @@ def measure_steps(args: dict[str, Any]) -> dict[str, Any]:
     from mrdabak_pipeline.core.training.sft import train_sft
 
     clock = _StepClock()
+    attn = {"attn_implementation": args["attn"]} if args.get("attn") else {}
     params = TrainRecipe.from_settings({**LORA, "base_model": args.get("base", GEMMA), "max_steps": args["steps"],
                                     "num_threads": args["threads"], "bf16": args["bf16"],
-                                    "sparse_head": args["sparse_head"]})
-    out_dir = work_dir() / "runs" / f"steps-{args.get('base', GEMMA)}-{args['threads']}-{args['bf16']}-{args['sparse_head']}"
+                                    "sparse_head": args["sparse_head"], **attn})
+    out_dir = work_dir() / "runs" / (f"steps-{args.get('base', GEMMA)}-{args['threads']}-{args['bf16']}-{args['sparse_head']}"
+                                     f"-{args.get('attn', 'default')}")
     result = train_sft(params, dataset_path(), out_dir, work_dir() / "models", log=lambda s: None, callbacks=[clock])
     steps = [b - a for a, b in zip(clock.times, clock.times[1:], strict=False)]
     return {"s_per_step": round(statistics.median(steps[1:] or steps), 2), "steps_s": [round(s, 2) for s in steps],
             "tokens_per_s": result["metrics"]["tokens_per_s"], "peak_rss_mb": _peak_rss_mb()}
 
 
-def _generator(model: dict[str, Any], batch_size: int, max_new_tokens: int, threads: int) -> Any:
+def _generator(model: dict[str, Any], batch_size: int, max_new_tokens: int, threads: int, bf16: bool = False) -> Any:
     from mrdabak_pipeline.core.evaluation.generate import LocalHFGenerator
 
     return LocalHFGenerator(model["model_path"], base_model_path=model.get("base_model_path"),
                             is_adapter=model.get("is_adapter", False), batch_size=batch_size,
-                            max_new_tokens=max_new_tokens, device="cpu", num_threads=threads)
+                            max_new_tokens=max_new_tokens, device="cpu", num_threads=threads, bf16=bf16)
 
 
 def _items(n: int) -> list[Any]:
@@ -199,8 +204,8 @@ def measure_generation(args: dict[str, Any]) -> dict[str, Any]:
     model = {"model_path": resolve_base_model(args.get("base", GEMMA), work_dir() / "models", [])}
     prompts = [it.prompt for it in _items(args["prompts"])]
     out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": args["max_new_tokens"], "threads": args["threads"]}
-    for bs in (1, 8):
-        gen = _generator(model, bs, args["max_new_tokens"], args["threads"])
+    for bs in args.get("batch_sizes", (1, 8)):
+        gen = _generator(model, bs, args["max_new_tokens"], args["threads"], bf16=args.get("bf16", False))
         gen.generate(prompts[:1], mode="sequential")  # load + warm up outside the clock
         res = gen.generate(prompts, mode="batched" if bs > 1 else "sequential")
         out[f"batch_{bs}"] = {"tokens_per_s": round(res.tokens_per_s, 2), "new_tokens": res.total_new_tokens,
@@ -323,6 +328,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "lora_steps_1_thread_bf16_sparse_head": steps, "generation_1_thread": gen,
             "step_speedup": round(steps[GEMMA]["s_per_step"] / steps[GEMMA_KO]["s_per_step"], 2),
             "generation_speedup_batch_8": round(gen[GEMMA_KO]["batch_8"]["tokens_per_s"] / gen[GEMMA]["batch_8"]["tokens_per_s"], 2),
+        })
+    if "cpu_precision" in wanted:  # what the pipeline does on a bf16 CPU vs the alternatives, 2 threads
+        step_args = {"threads": 2, "bf16": True, "sparse_head": True, "steps": a.steps, "base": GEMMA_KO}
+        steps = {"bf16_base_eager_attention": _spawn("steps", step_args),
+                 "bf16_base_sdpa_attention": _spawn("steps", {**step_args, "attn": "sdpa"}),
+                 "fp32": _spawn("steps", {**step_args, "bf16": False})}
+        gen_args = {"threads": 2, "prompts": 8, "max_new_tokens": 96, "base": GEMMA_KO, "batch_sizes": [8]}
+        gen = {p: _spawn("generation", {**gen_args, "bf16": p == "bf16"}) for p in ("fp32", "bf16")}
+        save("cpu_precision_gemma3_ko", {
+            "lora_steps_2_threads": steps, "generation_2_threads": gen,
+            "step_speedup_vs_sdpa": round(steps["bf16_base_sdpa_attention"]["s_per_step"]
+                                          / steps["bf16_base_eager_attention"]["s_per_step"], 2),
+            "step_speedup_vs_fp32": round(steps["fp32"]["s_per_step"] / steps["bf16_base_eager_attention"]["s_per_step"], 2),
+            "generation_speedup_batch_8": round(gen["bf16"]["batch_8"]["tokens_per_s"] / gen["fp32"]["batch_8"]["tokens_per_s"], 2),
         })
     if "zero_shot" in wanted:
         save("zero_shot_gemma3", _spawn("zero_shot", {"threads": 1, "items": a.items}))

@@ -110,6 +110,18 @@ def json_object_closed(text: str) -> bool:
     return False
 
 
+def reply_length(row: Sequence[int], eos_ids: Sequence[int], pad_id: int | None) -> int:
+    """How many of a generated row's tokens were generated: up to and including its end-of-turn
+    token, or up to the padding `generate` appends once `ReplyObjectClosed` stopped the row
+    (those positions were never generated: counting them would inflate tokens per second)."""
+    for k, t in enumerate(row):
+        if t in eos_ids:
+            return k + 1
+        if t == pad_id:
+            return k
+    return len(row)
+
+
 class ReplyObjectClosed:
     """Stop a row once its reply holds one complete JSON object: the app reads exactly one.
 
@@ -210,7 +222,6 @@ class LocalHFGenerator:
         tok, model = self._tokenizer, self._model
         texts = [tok.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts]
         eos_ids = self._eos_ids()
-        stop_ids = {*eos_ids, tok.pad_token_id}
         max_pos = getattr(model.config, "max_position_embeddings", None) or 4096
         max_prompt = max(8, max_pos - self.max_new_tokens)
         batch_size = self.batch_size if mode == "batched" else 1
@@ -246,9 +257,7 @@ class LocalHFGenerator:
                 )
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for row, i in zip(new, idx, strict=True):
-                # A row ends at its end-of-turn token (counted), or where `ReplyObjectClosed` stopped
-                # it and generate padded the rest (not counted: no tokens were generated there).
-                cut = next((k + (t in eos_ids) for k, t in enumerate(row) if t in stop_ids), len(row))
+                cut = reply_length(row, eos_ids, tok.pad_token_id)
                 out_tokens[i] = cut
                 out_texts[i] = tok.decode(row[:cut], skip_special_tokens=True).strip()
         wall = time.perf_counter() - start

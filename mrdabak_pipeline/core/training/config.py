@@ -102,7 +102,8 @@ DERIVED: Mapping[str, str] = {
     "train_sampling_strategy": _LAYOUT,
     "model_name_or_path": "`base_model`",
     "model_revision": "`base_model` (a local folder or a cached model id)",
-    "dtype": "`bf16`: bf16 weights on a GPU that supports it, fp32 weights otherwise",
+    "dtype": "`bf16`: bf16 weights on a GPU that supports it, and for the frozen base of LoRA under CPU "
+             "autocast; fp32 weights otherwise",
     "lora_task_type": "the model kind: a causal LM (CAUSAL_LM)",
     "load_in_8bit": "nothing: quantized training is not supported here",
     "load_in_4bit": "nothing: quantized training is not supported here",

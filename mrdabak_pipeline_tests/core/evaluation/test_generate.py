@@ -19,6 +19,8 @@ from mrdabak_pipeline.core.evaluation.generate import (
     generators_for,
     json_object_closed,
     prompt_kinds_for,
+    reply_length,
+    trained_in_bf16,
     with_constrained_twin,
 )
 from mrdabak_pipeline_tests.fake_openai_api import fake_openai_server
@@ -83,6 +85,45 @@ def test_generators_for_local_value(tiny: dict[str, Path]) -> None:
     out = gens["fine_tuned"].generate(PROMPTS[:1])
     assert out.new_tokens[0] <= 4
     assert out.prompt_tokens[0] == len(gens["fine_tuned"]._tokenizer.apply_chat_template(PROMPTS[0], add_generation_prompt=True, tokenize=True)["input_ids"])
+
+
+@pytest.mark.integration
+def test_evaluation_merges_the_adapter_into_the_same_function(tiny: dict[str, Path]) -> None:
+    from peft import PeftModel
+
+    from mrdabak_pipeline.core.training.sft import load_model_for_inference
+
+    merged, tok = load_model_for_inference(tiny["adapter"], True, str(tiny["base"]), device="cpu", merge_adapter=True)
+    unmerged, _ = load_model_for_inference(tiny["adapter"], True, str(tiny["base"]), device="cpu")
+    assert isinstance(unmerged, PeftModel) and not isinstance(merged, PeftModel)
+    ids = tok.apply_chat_template(PROMPTS[3], add_generation_prompt=True, tokenize=True, return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    with torch.no_grad():
+        a, b = merged(ids).logits, unmerged(ids).logits
+    assert torch.allclose(a, b, atol=1e-4)  # the same function, minus the adapter's extra matmuls
+    base, _ = load_model_for_inference(tiny["base"], False, device="cpu")
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, a, atol=1e-4)  # and the adapter is really in it
+
+
+def test_a_row_stopped_early_counts_only_its_generated_tokens() -> None:
+    eos, pad = [7, 9], 0
+    assert reply_length([5, 6, 7, 0, 0], eos, pad) == 3  # the end-of-turn token counts
+    assert reply_length([5, 6, 0, 0, 0], eos, pad) == 2  # stopped at a closed object, then padded
+    assert reply_length([5, 6, 5, 6], eos, pad) == 4  # ran to max_new_tokens
+    assert reply_length([5, 7, 7], [7], 7) == 2  # pad is eos (tiny, SmolLM2): counted once
+    assert reply_length([], eos, None) == 0
+
+
+def test_evaluation_runs_in_the_precision_the_model_trained_in() -> None:
+    assert trained_in_bf16({"metrics": {"bf16": True}}) is True
+    assert trained_in_bf16({"metrics": {"bf16": False}}) is False
+    assert trained_in_bf16({"backend": "openai"}) is False
+    # a promoted_model value: its `metrics` are the evaluation's, the training precision is `bf16`
+    assert trained_in_bf16({"bf16": True, "metrics": {"exact_match": 0.5}}) is True
+    gens = generators_for({"backend": "local", "base_model": "gemma3-ko", "base_model_path": "/b", "model_path": "/m",
+                           "is_adapter": True, "metrics": {"bf16": True}})
+    assert gens["base"].bf16 and gens["fine_tuned"].bf16  # both sides of the comparison alike
 
 
 def test_base_runs_the_full_prompt_and_the_fine_tuned_model_its_own() -> None:

@@ -143,6 +143,12 @@ def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, t
     assert m["global_step"] == 2 and m["loss_mask"] == "assistant_only"
     assert all(0 < r["loss"] < 20 for r in result["log_history"] if "loss" in r)
     assert m["bf16"] == cpu_speed.cpu_bf16_supported()
+    if m["bf16"]:  # LoRA under CPU autocast: the frozen base is stored in bf16, the adapter in fp32
+        assert "bf16 autocast on CPU (bf16 frozen base, fp32 adapter), attention eager" in logs
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(result["model_path"]) / "adapter_model.safetensors"))
+    assert saved and all(str(t.dtype) == "torch.float32" for t in saved.values())  # the adapter trains in fp32
     assert "LM head on label positions only" in logs
     assert m["trainable_params"] < 10_000_000  # LoRA only: the 262k embedding stays frozen
     model, tok = load_model_for_inference(result["model_path"], True, result["base_model_path"], device="cpu")
