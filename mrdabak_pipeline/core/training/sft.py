@@ -425,16 +425,15 @@ def train_sft(
     use_bf16 = bool(recipe.trl["bf16"]) if "bf16" in recipe.trl else (
         dev["bf16"] if on_cuda else (not random_base and cpu_bf16_supported()))
     model_args = recipe.model_config()
-    # LoRA under CPU autocast: every matmul already runs in bf16, so the frozen base is stored in
-    # bf16 rather than cast at every call (the adapter itself stays fp32), and attention is eager,
-    # which is fast in bf16 on a CPU where SDPA's kernel is not (`bench.base_models --only cpu_lora`).
+    # LoRA under CPU autocast: every matmul runs in bf16 anyway, so the frozen base is stored in
+    # bf16 instead of being cast again at every call; the adapter itself stays fp32
+    # (`python -m bench.base_models --only cpu_precision`).
     cpu_bf16 = use_bf16 and not on_cuda
     weights_bf16 = use_bf16 and (on_cuda or model_args.use_peft)
-    attn = model_args.attn_implementation or ("eager" if cpu_bf16 else None)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(
         base_path, dtype=torch.bfloat16 if weights_bf16 else torch.float32,
-        **({"attn_implementation": attn} if attn else {}))
+        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}))
 
     # Whole dialogs with an assistant-token mask when the template allows it (cut before any
     # weight-0 reply); per-turn prompt/completion otherwise.
@@ -450,8 +449,7 @@ def train_sft(
         model_args = replace(model_args, lora_modules_to_save=["lm_head"])
     peft_config = get_peft_config(model_args)
     if cpu_bf16:
-        log(f"bf16 autocast on CPU ({'bf16 frozen base, fp32 adapter' if peft_config else 'fp32 weights'}), "
-            f"attention {attn}")
+        log(f"bf16 autocast on CPU ({'bf16 frozen base, fp32 adapter' if peft_config else 'fp32 weights'})")
 
     plan = (plan_packing(_example_lengths(tokenizer, train_ds), recipe.value("per_device_train_batch_size"),
                          recipe.value("max_length"))

@@ -144,7 +144,7 @@ def test_gemma3_lora_steps_run_on_cpu_and_the_adapter_reloads(gemma_dir: Path, t
     assert all(0 < r["loss"] < 20 for r in result["log_history"] if "loss" in r)
     assert m["bf16"] == cpu_speed.cpu_bf16_supported()
     if m["bf16"]:  # LoRA under CPU autocast: the frozen base is stored in bf16, the adapter in fp32
-        assert "bf16 autocast on CPU (bf16 frozen base, fp32 adapter), attention eager" in logs
+        assert "bf16 autocast on CPU (bf16 frozen base, fp32 adapter)" in logs
     from safetensors.torch import load_file
 
     saved = load_file(str(Path(result["model_path"]) / "adapter_model.safetensors"))
