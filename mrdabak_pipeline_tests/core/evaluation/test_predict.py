@@ -106,6 +106,22 @@ def test_promoted_pointer_and_value_files(tiny: dict[str, Path], tmp_path: Path)
     assert (cloud.backend, cloud.model_id, cloud.base_url) == ("azure", "mrdabak-dep", "https://r.openai.azure.com")
 
 
+def test_a_promoted_bf16_model_is_served_in_bf16(tiny: dict[str, Path], tmp_path: Path) -> None:
+    # The promoted value is what `promotion.serving_instructions` writes for a fine_tuned_model value
+    # trained under bf16 autocast: prediction and chat then generate in bf16, as evaluation did.
+    from mrdabak_pipeline.core.evaluation.promotion import serving_instructions
+
+    trained = {"backend": "local", "model_path": str(tiny["adapter"]), "base_model_path": str(tiny["base"]),
+               "is_adapter": True, "prompt_id": "mrdabak-v2-short", "metrics": {"bf16": True}}
+    pointer = tmp_path / "models" / "promoted.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({**serving_instructions(trained), "metrics": {"exact_match": 0.2}}))
+    spec = predict.resolve_model("promoted", tmp_path)
+    assert spec.bf16 and predict.build_generator(spec).bf16
+    plain = predict.resolve_model(str(tiny["adapter"]), tmp_path, base_model=str(tiny["base"]))
+    assert not plain.bf16  # a bare folder says nothing of its training: fp32
+
+
 def test_choose_prompt() -> None:
     recorded = predict.ModelSpec("local", "m", model_path="/m", prompt_id="mrdabak-v2-full")
     assert predict.choose_prompt(recorded).kind == prompts.PromptKind.FULL
