@@ -209,10 +209,10 @@ def domain_text() -> str:
 def ensure_gemma3_ko(models_dir: str | Path) -> Path:
     """The Korean-vocabulary Gemma 3 folder under `models_dir` (built once from `ensure_gemma3`)."""
     out = (Path(models_dir) / KO_DIRNAME).absolute()
-    source = ensure_gemma3(models_dir)
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
-        _refresh_template(out)
+        _refresh_template(out)  # built already: the full model is not needed (nor rebuilt if deleted)
         return out
+    source = ensure_gemma3(models_dir)
     atomic_directory(out, lambda tmp: _trim(source, tmp))
     return out
 

