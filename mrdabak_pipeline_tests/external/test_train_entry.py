@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 
@@ -16,6 +15,7 @@ CHILD = textwrap.dedent(
     import time
     from mrdabak_pipeline.external.train_entry import watch_parent
     watch_parent(0.1)
+    print("watching", flush=True)
     time.sleep(60)
     """
 )
@@ -33,7 +33,9 @@ def test_training_process_exits_when_its_launcher_is_killed() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     child_pid = int(parent.stdout.readline())
     child = psutil.Process(child_pid)
-    time.sleep(1.0)
+    # The child shares the parent's stdout: wait until its watcher is running (its imports can take
+    # seconds on a busy machine; a parent killed before that would leave nothing to notice).
+    assert parent.stdout.readline().strip() == "watching"
     assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE  # alive while its parent is
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
