@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core.evaluation.generate import trained_in_bf16
+from mrdabak_pipeline.core.evaluation.runner import ALL  # the pooled source: the gate's default
 
 BASE, FINE_TUNED = "base", "fine_tuned"
-#: The figures' source that pools every item (validation and golden; `runner.ALL`): the gate's default.
-ALL = "all"
 #: The gate's check names (`GateResult.name`).
 JSON_VALIDITY = "json_validity"
 NOT_WORSE_THAN_BASE = "exact_match_not_worse_than_base"
