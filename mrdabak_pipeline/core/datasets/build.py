@@ -149,7 +149,8 @@ def assemble_openai_dataset(
             if not examples.num_rows:
                 continue
             untrained += pc.sum(examples["untrained"]).as_py() or 0
-            last = pc.max(examples["created_at"]).as_py()
+            # logged conversations only: an augmented variant happens on a moved day (augment.py)
+            last = pc.max(examples.filter(pc.equal(examples["session_id"], examples["source_session_id"]))["created_at"]).as_py()
             newest = last if newest is None or (last is not None and last > newest) else newest
             is_validation = pc.less(examples["split_score"], validation_fraction)
             for split, writer, rows in ((TRAIN, train_w, examples.filter(pc.invert(is_validation))), (VALIDATION, valid_w, examples.filter(is_validation))):

@@ -143,10 +143,21 @@ CONFIRM = (
     "네, 맞아요. 주문할게요.", "네 그렇게 해 주세요", "좋아요, 확정해 주세요.", "네 맞습니다", "네네 그걸로 주문해 주세요",
     "맞아요!", "네 좋습니다. 진행해 주세요", "응 맞아", "네, 그대로 부탁드립니다.", "완벽해요. 주문할게요",
 )
-CANCEL = (
-    "음, 다시 생각해 볼게요. 취소해 주세요.", "죄송한데 그냥 취소할게요.", "아 이번엔 안 되겠네요. 주문 취소해 주세요",
-    "취소해 주세요", "다음에 다시 주문할게요. 이번 건 취소요.",
+#: A cancellation is a reason (often none) and a request, said at any point of the order.
+CANCEL_REASONS = (
+    "", "", "", "음, 다시 생각해 볼게요. ", "죄송한데 ", "아 ", "아 이번엔 안 되겠네요. ", "일정이 바뀌어서요. ",
+    "갑자기 약속이 생겼어요. ", "생각해 보니 좀 부담되네요. ", "모임이 미뤄졌대요. ", "집에서 해 먹기로 했어요. ",
 )
+CANCEL_ASKS = (
+    "취소해 주세요", "그냥 취소할게요.", "주문 취소해 주세요", "다음에 다시 주문할게요. 이번 건 취소요.", "주문 안 할게요",
+    "없던 걸로 해 주세요", "이번 주문은 취소할게요", "다음에 시킬게요", "취소요", "주문 취소요",
+)
+
+
+def cancel_phrase(rng: random.Random) -> str:
+    """What a customer says to call the whole order off."""
+    return f"{rng.choice(CANCEL_REASONS)}{rng.choice(CANCEL_ASKS)}"
+
 OPENERS = ("", "", "", "", "", "음 ", "어 ", "아 ", "그럼 ", "저기 ", "음... ", "네 ", "그러니까 ", "일단 ")
 #: The delivery hours (the service brings lunch and dinner), with the usual half hours.
 DELIVERY_SLOTS: tuple[time, ...] = tuple(time(h, m) for h in range(11, 22) for m in (0, 30))
@@ -655,8 +666,8 @@ def _plan(rng: random.Random, scenario: str) -> list[list[str]]:
     units += [["deliveryDate", "deliveryTime"]] if rng.random() < 0.75 else [["deliveryDate"], ["deliveryTime"]]
     units += [["deliveryAddress"]]
     plan = [units[0]]
-    for u in units[1:]:
-        if rng.random() < 0.3:
+    for u in units[1:]:  # customers often say two or three things in one breath
+        if rng.random() < 0.5:
             plan[-1] = plan[-1] + u
         else:
             plan.append(u)
@@ -771,6 +782,8 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
     if scenario == "change_of_mind" and change:
         change_at = rng.randint(next(i for i, ch in enumerate(plan) if change in ch), len(plan) - 1)
     stop_at = rng.randrange(len(plan)) if scenario == "abandoned" else None
+    # half of the cancellations come mid-order, the rest after the read-back
+    cancel_at = rng.randrange(len(plan)) if scenario == "cancelled" and rng.random() < 0.5 else None
     mistake = rng.choice(("quantity", "deliveryTime")) if scenario == "assistant_mistake" else None
 
     for i, chunk in enumerate(plan):
@@ -803,6 +816,8 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
                 c.user(rng.choice(("잠시만요, 나중에 다시 할게요.", "아 전화 왔네요. 이따가 다시 할게요", "생각 좀 해 보고 다시 올게요")))
                 c.assistant("네, 편하실 때 언제든 다시 말씀해 주세요.")
             return SessionStatus.ABANDONED.value
+        if i == cancel_at:
+            break
         if i == change_at and change:
             said = _change(c, change, said, final)
             change = None
@@ -813,7 +828,7 @@ def _play(c: _Conversation, scenario: str, dinner: DinnerType, style: ServingSty
         said = _change(c, change, said, final)
 
     if scenario == "cancelled":
-        c.user(rng.choice(CANCEL))
+        c.user(cancel_phrase(rng))
         c.state = {}
         c.assistant("주문을 취소했습니다. 다음에 또 이용해 주세요.")
         return SessionStatus.CANCELLED.value

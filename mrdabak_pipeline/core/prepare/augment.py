@@ -6,9 +6,11 @@ text, the assistant text and the order_state: the delivery date and time are mov
 re-written for the new one (내일 저녁 7시, 모레 점심, 내일모레 정오, 12월 24일 오후 6시 반, 12/24,
 2026년 12월 31일, 다음 주 금요일, 토요일 밤 아홉 시, 19시 30분, 19:00, the assistant's
 "3월 2일(일) 19:30" read-back). Relative expressions are resolved against the session's creation
-day — the conversation's "now", which the model sees — as the customer meant them. A variant keeps
-created_at and re-says every moved date from that same day (내일 becomes 모레, or "3월 5일"
-where no relative word fits), so text, order_state and now agree. `datetime_mentions` is the same resolver,
+day — the conversation's "now", which the model sees — as the customer meant them. A variant also
+moves that "now" by whole days (up to a year either way; the clock time stays) and re-says every
+moved date from its new day (내일 becomes 모레, or "3월 5일" where no relative word fits), so
+text, order_state and now agree. Why move it: logs span the few days before a run, and a model
+that only ever saw those days memorizes their dates instead of counting from the now it is given. `datetime_mentions` is the same resolver,
 public so tests (and checks) can prove that order_state still matches the text of every variant.
 
 Deterministic for a seed: each (seed, source session, variant) has its own RNG. Pure Python.
@@ -31,6 +33,8 @@ KO_WEEKDAYS = "월화수목금토일"
 TIME_SLOTS: tuple[str, ...] = tuple(f"{h:02d}:{m:02d}" for h in range(11, 22) for m in (0, 30))
 #: How far after the conversation day a variant's delivery may fall.
 MAX_OFFSET_DAYS = 9
+#: How far (days, either way) a variant's conversation day may move from its source's.
+MAX_NOW_SHIFT_DAYS = 366
 
 #: Native Korean hour words (한 시 … 열두 시), longest first so 열한 is not read as 열.
 KO_HOURS: dict[str, int] = {
@@ -280,17 +284,20 @@ class _Variant:
         self.addresses = {a: random_address(rng, pools) for a in dict.fromkeys(s["deliveryAddress"] for s in states if s.get("deliveryAddress"))}
         old_times = sorted({s["deliveryTime"] for s in states if s.get("deliveryTime")})
         self.times = dict(zip(old_times, rng.sample(TIME_SLOTS, len(old_times)), strict=True)) if len(old_times) <= len(TIME_SLOTS) else {}
-        # Dates move by one shift, the session's created_at (the conversation's "now") stays: every
-        # relative word is re-rendered for its new date from that same day (내일 -> 모레, or
-        # "3월 5일" where no relative word fits), so text, state and now agree.
+        # The conversation happens on another day (`shift`, the clock time stays) and the dates
+        # move with it: every date mentioned is resolved from the source's day and re-rendered for
+        # its new date from the new day (내일 -> 모레, or "3월 5일" where no relative word fits),
+        # so text, state and now agree.
+        self.shift = timedelta(days=rng.randint(-MAX_NOW_SHIFT_DAYS, MAX_NOW_SHIFT_DAYS) if self.anchor else 0)
+        self.new_anchor = self.anchor + self.shift if self.anchor is not None else None
         old_dates = sorted({s["deliveryDate"] for s in states if s.get("deliveryDate")})
         self.dates: dict[str, str] = {}
-        if old_dates and self.anchor is not None:
+        if old_dates and self.new_anchor is not None:
             first = date.fromisoformat(old_dates[0])
             earliest = min(self.times.values(), default="23:59")
             # no delivery earlier today than an hour from now
             soonest = 1 if session.created_at is not None and (session.created_at + timedelta(hours=1)).strftime("%H:%M") > earliest else 0
-            delta = timedelta(days=rng.randint(soonest, MAX_OFFSET_DAYS) - (first - self.anchor).days)
+            delta = timedelta(days=rng.randint(soonest, MAX_OFFSET_DAYS)) + (self.new_anchor - first)
             self.dates = {d: (date.fromisoformat(d) + delta).isoformat() for d in old_dates}
         # how the customer says dates and times in this variant
         self.user_date_style = rng.choice(("rel", "rel", "week", "bare", "md", "md", "ymd", "sl"))
@@ -308,7 +315,7 @@ class _Variant:
                 continue
             if x.kind == "date":
                 style = self.user_date_style if role == "user" and x.style in USER_DATE_STYLES else x.style
-                rendered = render_date(date.fromisoformat(new), style, self.anchor, x.paren)
+                rendered = render_date(date.fromisoformat(new), style, self.new_anchor, x.paren)
             else:
                 style = self.user_time_style if role == "user" and x.style in USER_TIME_STYLES else x.style
                 rendered = render_time(new, style, self.rng)
@@ -363,7 +370,7 @@ def _cached_mentions(text: str, anchor: date | None, cache: _MentionCache) -> tu
 
 
 def make_variant(session: Session, index: int, rng: random.Random, pools: FakePools | None = None) -> Session:
-    """Variant `index` of `session`: new name, address and delivery date/time, said consistently."""
+    """Variant `index` of `session`: new name, address, conversation day and delivery date/time, said consistently."""
     return _make_variant(session, index, rng, pools or fake_pools(), {})
 
 
@@ -385,17 +392,18 @@ def _make_variant(session: Session, index: int, rng: random.Random, pools: FakeP
         elif found:
             content = v._render(content, found, t.role)
         state = v.state(t.order_state)
-        if state is t.order_state and content == t.content:
+        moved = t.created_at + v.shift if t.created_at is not None else None
+        if state is t.order_state and content == t.content and moved == t.created_at:
             turns.append(t)  # nothing to change: the (immutable) turn itself
         else:
-            turns.append(Turn(t.role, content, state, t.created_at, t.message_id))
+            turns.append(Turn(t.role, content, state, moved, t.message_id))
     src = session.source_session_id or session.session_id
     return Session(
         session_id=f"{src}#v{index}",
         turns=turns,
         customer_name=v.names[0][1] if v.names else session.customer_name,
         status=session.status,
-        created_at=session.created_at,
+        created_at=session.created_at + v.shift if session.created_at is not None else None,
         source_session_id=src,
         variant=index,
         partition_date=session.partition_date,

@@ -84,6 +84,17 @@ _ADDRESS_IN_TEXT = re.compile(
 # --- Fake value pools (Faker once per process) ------------------------------------------------
 
 
+#: Official 시·도 name -> how people write it day to day (first: the shortest).
+SIDO_SHORT: dict[str, tuple[str, ...]] = {
+    "서울특별시": ("서울", "서울시"), "부산광역시": ("부산", "부산시"), "대구광역시": ("대구", "대구시"),
+    "인천광역시": ("인천", "인천시"), "광주광역시": ("광주", "광주시"), "대전광역시": ("대전", "대전시"),
+    "울산광역시": ("울산", "울산시"), "세종특별자치시": ("세종", "세종시"), "경기도": ("경기",),
+    "강원특별자치도": ("강원", "강원도"), "충청북도": ("충북",), "충청남도": ("충남",),
+    "전북특별자치도": ("전북", "전라북도"), "전라남도": ("전남",), "경상북도": ("경북",), "경상남도": ("경남",),
+    "제주특별자치도": ("제주", "제주도"),
+}
+
+
 @dataclass(frozen=True)
 class AddressParts:
     """Components of a Korean address; `render` writes them in one of several formats."""
@@ -97,9 +108,14 @@ class AddressParts:
     dong: int
     ho: int
 
-    def render(self, road: bool = True, with_sido: bool = True, apartment: bool = False) -> str:
-        """도로명/지번, with/without 시·도, with/without 아파트 동·호수."""
-        parts = [self.sido] if with_sido else []
+    def render(self, road: bool = True, with_sido: bool = True, apartment: bool = False, short_sido: int = 0) -> str:
+        """도로명/지번, with/without 시·도, with/without 아파트 동·호수. `short_sido` picks how the
+        시·도 is said: 0 its official name (서울특별시), 1 the everyday short one (서울), 2 the
+        second everyday one where there is one (서울시, 강원도), else the short one: customers say
+        all three, and the order state keeps the address as said."""
+        short = SIDO_SHORT.get(self.sido, ())
+        sido = short[min(short_sido, len(short)) - 1] if short_sido and short else self.sido
+        parts = [sido] if with_sido else []
         parts.append(self.sigungu)
         parts.append(self.road if road else f"{self.town} {self.land_number}")
         if apartment:
@@ -138,9 +154,10 @@ def fake_pools(seed: int = 20240521, size: int = 600) -> FakePools:
 
 
 def random_address(rng: random.Random, pools: FakePools | None = None) -> str:
-    """A fake address in a random format (도로명/지번, ±시·도, ±동·호수)."""
+    """A fake address in a random format (도로명/지번, ±시·도 official or short, ±동·호수)."""
     parts = rng.choice((pools or fake_pools()).addresses)
-    return parts.render(road=rng.random() < 0.6, with_sido=rng.random() < 0.7, apartment=rng.random() < 0.4)
+    return parts.render(road=rng.random() < 0.6, with_sido=rng.random() < 0.7, apartment=rng.random() < 0.4,
+                        short_sido=rng.choice((0, 0, 1, 1, 2)))
 
 
 # --- Detection --------------------------------------------------------------------------------

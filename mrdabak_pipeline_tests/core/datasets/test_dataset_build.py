@@ -132,3 +132,16 @@ def test_two_builds_never_overwrite_each_others_files_and_each_path_names_its_sh
     assert (tmp_path / "openai" / "train.jsonl").read_bytes() == after["train"][1]
     again = write_openai_dataset([order_session(f"b{i}", name=f"손님{i}") for i in range(50)], tmp_path / "openai")
     assert again["train_path"] == second["train_path"]  # same data: the same file, nothing rewritten
+
+
+def test_high_water_mark_is_the_newest_logged_conversation_not_a_moved_variant(tmp_path: Path) -> None:
+    """Variants happen on moved days (up to a year ahead): the mark says how far the logs go."""
+    from datetime import datetime
+
+    from mrdabak_pipeline.core.prepare.augment import augment_sessions
+
+    logged = [order_session(f"s{i}", name=f"고객{i}", created_at=datetime(2025, 3, 1, 9 + i)) for i in range(6)]
+    sessions = augment_sessions(logged, k=3, seed=4)
+    assert max(s.created_at for s in sessions) > datetime(2025, 3, 2)  # some variant moved later
+    value = write_openai_dataset(sessions, tmp_path, validation_fraction=0.0)
+    assert value["data_high_water_mark"].startswith("2025-03-01T14:00")

@@ -10,6 +10,8 @@ from mrdabak_pipeline.core.domain import Session, Turn
 from mrdabak_pipeline.core.ingest.db import make_engine, read_raw_window
 from mrdabak_pipeline.core.ingest.seed import seed_database
 from mrdabak_pipeline.core.prepare.augment import (
+    MAX_NOW_SHIFT_DAYS,
+    MAX_OFFSET_DAYS,
     augment_sessions,
     datetime_mentions,
     render_date,
@@ -83,9 +85,25 @@ def test_variants_change_values_consistently() -> None:
         assert state["deliveryAddress"] in v.turns[2].content and state["deliveryAddress"] in v.turns[3].content
         d = date.fromisoformat(state["deliveryDate"])
         assert f"{d.month}월 {d.day}일(" in v.turns[3].content and state["deliveryTime"] in v.turns[3].content
-        assert {m.value for m in datetime_mentions(v.turns[2].content, src.created_at.date())} == {state["deliveryDate"], state["deliveryTime"]}
+        # the conversation moved to another day, same clock time: its words count from that day
+        assert v.created_at.time() == src.created_at.time() and v.created_at != src.created_at
+        assert {m.value for m in datetime_mentions(v.turns[2].content, v.created_at.date())} == {state["deliveryDate"], state["deliveryTime"]}
+        assert 0 <= (d - v.created_at.date()).days <= MAX_OFFSET_DAYS
         assert state["dinnerType"] == "FRENCH" and v.tags == ["greeting"]
     assert len({(v.turns[3].order_state["deliveryDate"], v.turns[3].order_state["deliveryTime"], v.customer_name) for v in out}) == 4
+
+
+def test_variants_spread_the_conversation_day_over_the_year() -> None:
+    """The logs span a few days; their variants must not: a model that only sees those days
+    memorizes their dates instead of counting from the now in its prompt."""
+    variants = [v for v in augment_sessions([_session()], k=60, seed=2) if v.variant]
+    days = [(v.created_at.date() - _session().created_at.date()).days for v in variants]
+    assert all(abs(x) <= MAX_NOW_SHIFT_DAYS for x in days)
+    assert len({v.created_at.strftime("%Y-%m") for v in variants}) >= 12
+    assert min(days) < -90 and max(days) > 90
+    for v in variants:
+        assert not state_mismatches(v), state_mismatches(v)
+        assert [t.created_at for t in v.turns] == [None] * len(v.turns)  # no clock on these turns: none invented
 
 
 def test_deterministic_for_a_seed() -> None:

@@ -193,3 +193,21 @@ def test_digit_run_threshold() -> None:
     assert MIN_IDENTIFIER_DIGITS == 9  # the shortest Korean number, 02-123-4567
     assert {k for k, _ in audit_text("9" * MIN_IDENTIFIER_DIGITS)} == {"long_digit_run"}
     assert audit_text("9" * (MIN_IDENTIFIER_DIGITS - 1)) == []
+
+
+def test_fake_addresses_say_the_province_the_ways_customers_do() -> None:
+    """서울특별시 / 서울 / 서울시: the state keeps the address as said, so training data must show all."""
+    import random
+
+    from mrdabak_pipeline.core.prepare.pii import SIDO_SHORT, AddressParts, random_address
+
+    parts = AddressParts("서울특별시", "마포구", "와우산로 94", "서교동", "12-3", "홍익빌", 101, 502)
+    assert [parts.render(short_sido=i).split()[0] for i in range(3)] == ["서울특별시", "서울", "서울시"]
+    assert AddressParts("경기도", "고양시", "중앙로 1", "장항동", "1", "x", 1, 1).render(short_sido=2).startswith("경기 고양시")
+    rng = random.Random(0)
+    firsts = {random_address(rng).split()[0] for _ in range(3000)}
+    assert {"서울특별시", "서울", "서울시", "경기도", "경기"} <= firsts
+    assert all(short for short in SIDO_SHORT.values())
+    # a short form is still found and replaced when said in text
+    out = one("서울시 마포구 와우산로 94로 와주세요")
+    assert "와우산로 94" not in out and out.endswith("로 와주세요")
