@@ -253,7 +253,7 @@ def test_demo_run_configs_are_the_same_recipe_for_dagster_and_the_cli(name: str)
     assert recipe == recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(path)]))
     if name == "demo_train.yaml":  # the default demo: the pretrained base, LoRA, a fixed step budget
         assert recipe.base_model == "gemma3-ko" and recipe.value("use_peft") is True
-        assert recipe.value("max_steps") == 120 and recipe.value("learning_rate") == 1e-3
+        assert recipe.value("max_steps") == 130 and recipe.value("learning_rate") == 1e-3
     else:
         assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
         assert recipe.value("num_train_epochs") == 6 and recipe.value("use_peft") is False
