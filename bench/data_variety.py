@@ -1,5 +1,5 @@
 """``python -m bench.data_variety [--sessions N] [--before REV]``: how varied the seeded customers'
-phrasing is, before and after the seeder was broadened (issue 14 §5).
+phrasing is, before and after the seeder's last broadening.
 
 The measure is the number of distinct customer-utterance templates over N seeded sessions
 (`core.seed.utterance_templates`: addresses, names, phone numbers, dates, times, dinner and style
@@ -29,23 +29,37 @@ from mrdabak_pipeline.core.ingest import seed as seed_now
 from mrdabak_pipeline.core.ingest.seed import utterance_templates
 
 REPO = Path(__file__).resolve().parent.parent
-#: The seeder before issue 14 §5 (the commit this work started from).
-BEFORE_REV = "709773c"
+#: The seeder before its last broadening (multi-field turns, mid-order cancellations, scenario
+#: weights). The first broadening (issue 14 §5) started from 709773c: 41 -> 2,444 templates per
+#: 1,000 sessions, measured then; that seeder imports modules the layout redesign has since moved,
+#: so it no longer loads standalone.
+BEFORE_REV = "a231d2a"
 END = date(2026, 11, 20)
 
 
+#: Where the seeder lived, newest first (the layout redesign moved it into ``core/ingest``).
+SEED_PATHS = ("mrdabak_pipeline/core/ingest/seed.py", "mrdabak_pipeline/core/seed.py")
+
+
 def seeder_at(rev: str) -> ModuleType:
-    """`mrdabak_pipeline/core/ingest/seed.py` as it was at git revision `rev`, imported standalone."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:mrdabak_pipeline/core/ingest/seed.py"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
+    """The seeder as it was at git revision `rev`, imported standalone."""
+    for path in SEED_PATHS:
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True)
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"no seeder at {rev} under {' or '.join(SEED_PATHS)}")
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False, encoding="utf-8") as f:
         f.write(source)
     spec = importlib.util.spec_from_file_location(f"seed_at_{rev}", f.name)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise SystemExit(f"the seeder at {rev} imports what has since moved ({exc}): pass a newer --before") from None
     return module
 
 
