@@ -10,8 +10,9 @@ day — the conversation's "now", which the model sees — as the customer meant
 moves that "now" by whole days (up to a year either way; the clock time stays) and re-says every
 moved date from its new day (내일 becomes 모레, or "3월 5일" where no relative word fits), so
 text, order_state and now agree. Why move it: logs span the few days before a run, and a model
-that only ever saw those days memorizes their dates instead of counting from the now it is given. `datetime_mentions` is the same resolver,
-public so tests (and checks) can prove that order_state still matches the text of every variant.
+that only ever saw those days memorizes their dates instead of counting from the now it is given.
+`datetime_mentions` is the same resolver, public so tests (and checks) can prove that order_state
+still matches the text of every variant.
 
 Deterministic for a seed: each (seed, source session, variant) has its own RNG. Pure Python.
 """
@@ -288,7 +289,7 @@ class _Variant:
         # move with it: every date mentioned is resolved from the source's day and re-rendered for
         # its new date from the new day (내일 -> 모레, or "3월 5일" where no relative word fits),
         # so text, state and now agree.
-        self.shift = timedelta(days=rng.randint(-MAX_NOW_SHIFT_DAYS, MAX_NOW_SHIFT_DAYS) if self.anchor else 0)
+        self.shift = timedelta(days=rng.randint(-MAX_NOW_SHIFT_DAYS, MAX_NOW_SHIFT_DAYS) if self.anchor is not None else 0)
         self.new_anchor = self.anchor + self.shift if self.anchor is not None else None
         old_dates = sorted({s["deliveryDate"] for s in states if s.get("deliveryDate")})
         self.dates: dict[str, str] = {}
