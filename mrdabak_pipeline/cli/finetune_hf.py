@@ -70,7 +70,8 @@ def recipe_from_args(args: argparse.Namespace) -> TrainRecipe:
     """File < flags < ``--set``: a later source replaces a setting under either of its names."""
     config = read_config(args.config) if args.config else {}
     overrides = dict(config.pop("overrides", None) or {})
-    flags = {k: getattr(args, k) for k in ("base_model", "throughput", "num_threads", "merge", "resume", *COMMON_KNOBS)}
+    flags = {k: getattr(args, k) for k in ("base_model", "throughput", "num_threads", "merge", "resume",
+                                          "max_train_minutes", *COMMON_KNOBS)}
     for key, value in flags.items():
         if value is not None:
             overrides.pop(COMMON_KNOBS.get(key, key), None)
@@ -121,6 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lora.add_argument("--full", dest="use_lora", action="store_const", const=False, help="full fine-tune")
     p.add_argument("--throughput", choices=THROUGHPUTS, default=None, help="batch layout (default grouped)")
     p.add_argument("--threads", dest="num_threads", type=int, default=None, help="torch CPU threads (default 1)")
+    p.add_argument("--max-train-minutes", dest="max_train_minutes", type=float, default=None,
+                   help="train for this many minutes, the learning rate following the clock")
     p.add_argument("--merge", action="store_const", const=True, default=None, help="also save a merged full model")
     p.add_argument("--no-resume", dest="resume", action="store_const", const=False, default=None,
                    help="ignore checkpoints in the output folder")

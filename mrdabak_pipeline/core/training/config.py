@@ -1,12 +1,12 @@
 """Training configuration: TRL's `SFTConfig` and `ModelConfig` are the config.
 
 A local fine-tune is one `TrainRecipe`: the few project knobs TRL has no field for (which base
-model, the batch layout, CPU threads, the sparse LM head, the tiny vocabulary, resume, merge) and,
-in ``trl``, values for `trl.SFTConfig` / `trl.ModelConfig` fields over `RECIPE_DEFAULTS` (the
-measured tiny demo recipe, where it departs from TRL's own defaults). No field list is copied from
-TRL: names are checked against TRL's dataclasses, so a typo is refused with the closest names
-instead of being ignored, and a field the trainer decides itself (output folder, device, loss
-mask, batch layout) is refused with what decides it.
+model, the batch layout, CPU threads, the sparse LM head, the tiny vocabulary, resume, merge, a
+wall-clock budget) and, in ``trl``, values for `trl.SFTConfig` / `trl.ModelConfig` fields over
+`RECIPE_DEFAULTS` (the measured tiny demo recipe, where it departs from TRL's own defaults). No
+field list is copied from TRL: names are checked against TRL's dataclasses, so a typo is refused
+with the closest names instead of being ignored, and a field the trainer decides itself (output
+folder, device, loss mask, batch layout) is refused with what decides it.
 
 The Dagster run config, the ``mrdabak finetune-hf`` CLI (YAML or flags) and the Pipes extras all
 carry the same flat, JSON-able settings (`TrainRecipe.from_config`, `settings` / `from_settings`).
@@ -199,6 +199,9 @@ class TrainRecipe:
     resume: bool = True
     #: Also export a merged full model (LoRA only: ``merge_and_unload``).
     merge: bool = False
+    #: Train for this many minutes of wall time, the learning-rate schedule following the clock
+    #: (`budget.TimeBudget`); epochs and ``max_steps`` stay upper bounds. None = by steps only.
+    max_train_minutes: float | None = None
     #: ``sft`` (chat dialogs) or ``dpo`` (preference pairs; TRL fields are then `trl.DPOConfig`'s,
     #: over `DPO_RECIPE_DEFAULTS`). A local trainer's choice: a cloud job's is ``cloud.method``.
     method: Method = "sft"
@@ -218,6 +221,11 @@ class TrainRecipe:
         if self.method == "dpo" and self.merge:
             raise ValueError("merge is not supported with method dpo: train with use_lora and merge the "
                              "saved adapter afterwards, or train the full model (the default)")
+        if self.method == "dpo" and self.max_train_minutes is not None:
+            raise ValueError("max_train_minutes is not supported with method dpo: bound it with epochs or max_steps")
+        if self.max_train_minutes is not None and not (
+                isinstance(self.max_train_minutes, int | float) and self.max_train_minutes > 0):
+            raise ValueError(f"max_train_minutes must be a positive number, got {self.max_train_minutes!r}")
         object.__setattr__(self, "trl", dict(self.trl))
         check_trl_settings(self.trl, self.method)
         try:

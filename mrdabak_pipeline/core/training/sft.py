@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core.training import distributed
+from mrdabak_pipeline.core.training.budget import TimeBudget, budget_callback, budget_from_recipe, budgeted
 from mrdabak_pipeline.core.training.config import TINY, Throughput, TrainRecipe
 from mrdabak_pipeline.core.training.cpu_speed import cpu_bf16_supported, label_positions_only_head
 from mrdabak_pipeline.core.training.gemma3 import ALIASES as GEMMA3_ALIASES
@@ -263,8 +264,9 @@ def _throughput_args(mode: Throughput, plan: PackingPlan | None = None, *, on_cu
     raise ValueError(f"unknown throughput mode {mode!r}: plain, packed or grouped")
 
 
-def make_progress_callback(log: Log, history: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback that streams step/loss/lr/tokens-per-second lines and keeps the numbers.
+def make_progress_callback(log: Log, history: list[dict[str, Any]], budget: TimeBudget | None = None) -> Any:
+    """A TrainerCallback that streams step/loss/lr/tokens-per-second lines and keeps the numbers
+    (progress as a share of the `budget` when the run has one, else as steps of ``max_steps``).
 
     Token counts come from the trainer's own logs: SFTTrainer logs ``num_tokens``, the tokens
     trained so far in this process (attention-masked, so padding is not counted); the callback's
@@ -295,7 +297,8 @@ def make_progress_callback(log: Log, history: list[dict[str, Any]]) -> Any:
                 self._t, self._tokens = now, tokens
                 row |= {"loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0.0)),
                         "tokens_per_s": round(tps, 1)}
-                log(f"step {state.global_step}/{state.max_steps} epoch {row['epoch']:.2f} "
+                where = f" ({budget.share():.0%} of the budget)" if budget else f"/{state.max_steps}"
+                log(f"step {state.global_step}{where} epoch {row['epoch']:.2f} "
                     f"loss {row['loss']:.4f} lr {row['learning_rate']:.2e} tok/s {tps:.0f}")
             elif "eval_loss" in logs:
                 row["eval_loss"] = float(logs["eval_loss"])
@@ -461,15 +464,21 @@ def train_sft(
         + (f", {len(train_ds)} examples packed into {plan.rows} rows of {plan.row_length} tokens, "
            f"{plan.steps_per_epoch} steps/epoch (unpacked: {plan.target_steps})" if plan else ""))
     history: list[dict[str, Any]] = []
-    progress = make_progress_callback(log, history)
-    trainer = SFTTrainer(
+    trainer_cls, budget, budget_callbacks = SFTTrainer, None, []
+    if recipe.max_train_minutes is not None:
+        budget = budget_from_recipe(recipe.max_train_minutes, args.warmup_steps, str(recipe.value("lr_scheduler_type")))
+        trainer_cls, budget_callbacks = budgeted(SFTTrainer, budget), [budget_callback(budget)]
+        log(f"time budget {recipe.max_train_minutes} min: {budget.schedule} learning rate by the clock, "
+            f"{budget.warmup:.0%} warm-up; stops when spent")
+    progress = make_progress_callback(log, history, budget)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[progress, *callbacks],
+        callbacks=[progress, *budget_callbacks, *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
     kept = len(trainer.train_dataset)

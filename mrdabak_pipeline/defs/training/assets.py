@@ -94,6 +94,11 @@ class FineTuneConfig(dg.Config):
     learning_rate: float | None = _knob("learning_rate", "~1e-4 for a pretrained LoRA.")
     use_lora: bool | None = _knob("use_lora", "LoRA (trl use_peft) instead of a full fine-tune.")
     max_steps: int | None = _knob("max_steps")
+    max_train_minutes: float | None = Field(
+        default=_DEFAULTS.max_train_minutes,
+        description="Train for this many minutes of wall time, the learning rate following the clock "
+        "(the demo's way to fit a time budget on any CPU); epochs and max_steps stay upper bounds.",
+    )
     max_length: int | None = _knob("max_length", "Korean costs up to ~3 tokens per syllable.")
     throughput: Throughput = Field(default=_DEFAULTS.throughput, description="Batch layout: grouped, packed or plain.")
     num_threads: int = Field(default=_DEFAULTS.num_threads, description="torch CPU threads (1 is best on a busy box).")

@@ -204,6 +204,34 @@ def test_trl_overrides_reach_the_trainer_and_the_adapter(dataset: Path, models_d
 
 
 @pytest.mark.integration
+def test_time_budget_stops_training_and_anneals_the_rate_by_the_clock(dataset: Path, models_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """With ``max_train_minutes`` a run that would take 500 epochs stops when the budget is spent,
+    saves its model, and the learning rate it used rose and fell with the clock, not the steps."""
+    import time
+
+    from transformers import TrainerCallback
+
+    rates: list[float] = []
+
+    class Rates(TrainerCallback):
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: ANN001
+            rates.append(lr_scheduler.get_last_lr()[0])
+
+    recipe = TrainRecipe.from_settings(QUICK | NO_EVAL | {"num_train_epochs": 500, "max_train_minutes": 0.1,
+                                                          "warmup_steps": 0.2, "save_strategy": "no"})
+    t0 = time.perf_counter()
+    result = train_sft(recipe, dataset, tmp_path / "b", models_dir, log=lambda s: None, callbacks=[Rates()])
+    wall = time.perf_counter() - t0
+    assert 6 <= result["metrics"]["train_wall_s"] < wall
+    assert 3 <= result["metrics"]["global_step"] < 500 * 3 and result["metrics"]["epochs"] < 500
+    peak = recipe.value("learning_rate")
+    assert max(rates) > 0.5 * peak and rates[-1] < 0.1 * peak  # warmed up, then annealed to ~0 at the end
+    assert rates.index(max(rates)) not in (0, len(rates) - 1)
+    assert (Path(result["model_path"]) / "adapter_config.json").exists()
+
+
+@pytest.mark.integration
 def test_full_fine_tune_reloads_with_automodel(dataset: Path, models_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

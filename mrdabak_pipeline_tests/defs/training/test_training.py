@@ -251,9 +251,10 @@ def test_demo_run_configs_are_the_same_recipe_for_dagster_and_the_cli(name: str)
     body = yaml.safe_load(path.read_text())["ops"]["fine_tuned_model"]["config"]
     recipe = FineTuneConfig(**body).recipe()
     assert recipe == recipe_from_args(build_parser().parse_args(["finetune-hf", "--config", str(path)]))
-    if name == "demo_train.yaml":  # the default demo: the pretrained base, LoRA, a fixed step budget
+    if name == "demo_train.yaml":  # the default demo: the pretrained base, LoRA, a fixed time budget
         assert recipe.base_model == "gemma3-ko" and recipe.value("use_peft") is True
-        assert recipe.value("max_steps") == 130 and recipe.value("learning_rate") == 1e-3
+        assert recipe.max_train_minutes == 7 and recipe.value("learning_rate") == 1e-3
+        assert recipe.value("max_steps") == -1  # the clock, not a step count, ends the run
     else:
         assert recipe.base_model == "tiny" and recipe.value("learning_rate") == 2e-3
         assert recipe.value("num_train_epochs") == 6 and recipe.value("use_peft") is False
