@@ -26,6 +26,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from typing import Any, Literal, get_args
 
+from mrdabak_pipeline.core.training.budget import TimeBudget, budget_from_recipe
+
 Throughput = Literal["plain", "packed", "grouped"]
 THROUGHPUTS: tuple[str, ...] = get_args(Throughput)
 #: What a local run learns from: ``sft`` the chat dialogs (huggingface_dataset, `sft.train_sft`),
@@ -228,6 +230,8 @@ class TrainRecipe:
             raise ValueError(f"max_train_minutes must be a positive number, got {self.max_train_minutes!r}")
         object.__setattr__(self, "trl", dict(self.trl))
         check_trl_settings(self.trl, self.method)
+        if self.max_train_minutes is not None:  # a schedule with no wall-clock form fails here, not after loading
+            self.time_budget()
         try:
             json.dumps(self.settings())
         except (TypeError, ValueError) as exc:  # Pipes extras and the run key are JSON
@@ -287,6 +291,13 @@ class TrainRecipe:
     def sft_settings(self) -> dict[str, Any]:
         """The `SFTConfig` fields this recipe sets (`RECIPE_DEFAULTS` under the explicit values)."""
         return self.trainer_settings()
+
+    def time_budget(self) -> TimeBudget | None:
+        """The wall-clock budget of a ``max_train_minutes`` run (a fresh clock each call), else None."""
+        if self.max_train_minutes is None:
+            return None
+        return budget_from_recipe(self.max_train_minutes, float(self.value("warmup_steps")),
+                                  str(getattr(self.value("lr_scheduler_type"), "value", self.value("lr_scheduler_type"))))
 
     def model_config(self) -> Any:
         """`trl.ModelConfig` of this recipe (the LoRA part goes through `trl.get_peft_config`)."""

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mrdabak_pipeline.core.training import distributed
-from mrdabak_pipeline.core.training.budget import TimeBudget, budget_callback, budget_from_recipe, budgeted
+from mrdabak_pipeline.core.training.budget import TimeBudget, budget_callback, budgeted
 from mrdabak_pipeline.core.training.config import TINY, Throughput, TrainRecipe
 from mrdabak_pipeline.core.training.cpu_speed import cpu_bf16_supported, label_positions_only_head
 from mrdabak_pipeline.core.training.gemma3 import ALIASES as GEMMA3_ALIASES
@@ -464,9 +464,8 @@ def train_sft(
         + (f", {len(train_ds)} examples packed into {plan.rows} rows of {plan.row_length} tokens, "
            f"{plan.steps_per_epoch} steps/epoch (unpacked: {plan.target_steps})" if plan else ""))
     history: list[dict[str, Any]] = []
-    trainer_cls, budget, budget_callbacks = SFTTrainer, None, []
-    if recipe.max_train_minutes is not None:
-        budget = budget_from_recipe(recipe.max_train_minutes, args.warmup_steps, str(recipe.value("lr_scheduler_type")))
+    trainer_cls, budget, budget_callbacks = SFTTrainer, recipe.time_budget(), []
+    if budget is not None:
         trainer_cls, budget_callbacks = budgeted(SFTTrainer, budget), [budget_callback(budget)]
         log(f"time budget {recipe.max_train_minutes} min: {budget.schedule} learning rate by the clock, "
             f"{budget.warmup:.0%} warm-up; stops when spent")

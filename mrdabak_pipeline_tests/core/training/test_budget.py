@@ -76,5 +76,10 @@ def test_recipe_knob_is_checked_and_changes_the_run_key() -> None:
     assert run_key({"path": "d"}, plain) != run_key({"path": "d"}, timed)
     with pytest.raises(ValueError, match="positive"):
         TrainRecipe.from_config({"max_train_minutes": 0})
+    with pytest.raises(ValueError, match="share of the budget"):  # refused before any model is loaded
+        TrainRecipe.from_settings({"max_train_minutes": 5, "warmup_steps": 20})
+    with pytest.raises(ValueError, match="no wall-clock form"):
+        TrainRecipe.from_settings({"max_train_minutes": 5, "lr_scheduler_type": "cosine_with_restarts"})
+    assert timed.time_budget().seconds == 480 and plain.time_budget() is None
     with pytest.raises(ValueError, match="dpo"):
         TrainRecipe.from_settings({"method": "dpo", "max_train_minutes": 5})
