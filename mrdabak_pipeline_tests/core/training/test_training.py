@@ -276,7 +276,9 @@ def test_cli_reads_the_run_config_then_flags_then_set(tmp_path: Path) -> None:
     assert got.trl == {"num_train_epochs": 2, "use_peft": False, "lora_r": 4, "warmup_steps": 3,
                        "lora_target_modules": ["q_proj", "v_proj"], "learning_rate": 1e-4}
     assert got.num_threads == 2 and got.resume is False and got.max_train_minutes is None
-    assert recipe("--max-train-minutes", "7.5").max_train_minutes == 7.5
+    assert recipe("--max-train-minutes", "7.5", "--set", "warmup_steps=0.1").max_train_minutes == 7.5
+    with pytest.raises(SystemExit, match="warmup_steps as a share of the budget"):  # the file's 3 warm-up steps
+        recipe("--max-train-minutes", "7.5")
     with pytest.raises(SystemExit, match="max_train_minutes must be a positive number"):
         recipe("--max-train-minutes", "-1")
     assert recipe("--set", "num_train_epochs=5").trl["num_train_epochs"] == 5  # the file's `epochs` gives way
