@@ -227,7 +227,6 @@ def test_time_budget_stops_training_and_anneals_the_rate_by_the_clock(dataset: P
     assert 3 <= result["metrics"]["global_step"] < 500 * 3 and result["metrics"]["epochs"] < 500
     peak = recipe.value("learning_rate")
     assert max(rates) > 0.5 * peak and rates[-1] < 0.1 * peak  # warmed up, then annealed to ~0 at the end
-    assert rates.index(max(rates)) not in (0, len(rates) - 1)
     assert (Path(result["model_path"]) / "adapter_config.json").exists()
 
 
