@@ -1,8 +1,8 @@
 """Train for minutes of wall time instead of a number of steps (``max_train_minutes``).
 
 On a CPU the same recipe runs at very different speeds from one machine to the next (a core with
-AMX bf16 does about twice the steps of one with only AVX-512 bf16), so a demo that promises to
-finish in 20 minutes cannot fix its step count. With a budget, the learning-rate schedule runs on
+AMX bf16 matmuls takes many more steps in a minute than one without; README, "What make demo
+produced"), so a demo that promises to finish in 20 minutes cannot fix its step count. With a budget, the learning-rate schedule runs on
 the clock: warm-up over the first ``warmup`` share of the budget, then the recipe's decay (cosine,
 linear or constant) reaching its end exactly when the budget is spent, where training stops and
 the model is saved as usual. A fast machine simply takes more steps down the same curve. Epochs
