@@ -225,13 +225,12 @@ class TrainRecipe:
                              "saved adapter afterwards, or train the full model (the default)")
         if self.method == "dpo" and self.max_train_minutes is not None:
             raise ValueError("max_train_minutes is not supported with method dpo: bound it with epochs or max_steps")
-        if self.max_train_minutes is not None and not (
-                isinstance(self.max_train_minutes, int | float) and self.max_train_minutes > 0):
-            raise ValueError(f"max_train_minutes must be a positive number, got {self.max_train_minutes!r}")
         object.__setattr__(self, "trl", dict(self.trl))
         check_trl_settings(self.trl, self.method)
-        if self.max_train_minutes is not None:  # a schedule with no wall-clock form fails here, not after loading
-            self.time_budget()
+        if self.max_train_minutes is not None:  # refused here, not after the model has loaded
+            if not (isinstance(self.max_train_minutes, int | float) and self.max_train_minutes > 0):
+                raise ValueError(f"max_train_minutes must be a positive number, got {self.max_train_minutes!r}")
+            self.time_budget()  # a warm-up ratio and a schedule with a wall-clock form
         try:
             json.dumps(self.settings())
         except (TypeError, ValueError) as exc:  # Pipes extras and the run key are JSON
@@ -296,8 +295,9 @@ class TrainRecipe:
         """The wall-clock budget of a ``max_train_minutes`` run (a fresh clock each call), else None."""
         if self.max_train_minutes is None:
             return None
+        schedule = self.value("lr_scheduler_type")  # a string, or TRL's SchedulerType enum by default
         return budget_from_recipe(self.max_train_minutes, float(self.value("warmup_steps")),
-                                  str(getattr(self.value("lr_scheduler_type"), "value", self.value("lr_scheduler_type"))))
+                                  str(getattr(schedule, "value", schedule)))
 
     def model_config(self) -> Any:
         """`trl.ModelConfig` of this recipe (the LoRA part goes through `trl.get_peft_config`)."""
